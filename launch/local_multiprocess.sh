@@ -5,14 +5,16 @@
 #   launch/local_multiprocess.sh 2 -- --config configs/tiny.py --workdir runs/mp
 #
 # Environment: PORT (coordinator port; default: a free one), DEVICES_PER_PROCESS (fake CPU
-# devices per process, default 1), LOG_DIR (per-process logs, default: a temp folder).
+# devices per process, default 1), LOG_DIR (per-process logs, default: a temp folder),
+# PYTHON (the interpreter, default python3).
 set -euo pipefail
 
 usage() { echo "usage: $0 NUM_PROCESSES -- <arguments for python -m ssp_jax.main>" >&2; exit 2; }
 [[ $# -ge 2 && "$1" =~ ^[1-9][0-9]*$ && "$2" == "--" ]] || usage
 num=$1
 shift 2
-port=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+python=${PYTHON:-python3}
+port=${PORT:-$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 log_dir=${LOG_DIR:-$(mktemp -d)}
 mkdir -p "$log_dir"
 
@@ -24,7 +26,7 @@ for ((i = 0; i < num; i++)); do
   SSP_COORDINATOR="127.0.0.1:$port" SSP_NUM_PROCESSES="$num" SSP_PROCESS_ID="$i" \
     JAX_PLATFORMS=cpu \
     XLA_FLAGS="--xla_force_host_platform_device_count=${DEVICES_PER_PROCESS:-1}" \
-    python3 -m ssp_jax.main "$@" >"$log_dir/process_$i.log" 2>&1 &
+    "$python" -m ssp_jax.main "$@" >"$log_dir/process_$i.log" 2>&1 &
   pids+=($!)
 done
 echo "started $num processes on 127.0.0.1:$port; logs in $log_dir"

@@ -4,6 +4,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -29,7 +30,8 @@ def test_local_launcher_rejects_bad_arguments(args):
 
 @pytest.mark.slow
 def test_local_launcher_runs_a_two_process_job(tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1", LOG_DIR=str(tmp_path / "logs"))
+    env = dict(os.environ, HF_HUB_OFFLINE="1", LOG_DIR=str(tmp_path / "logs"),
+               PYTHON=sys.executable)
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
         ["bash", "launch/local_multiprocess.sh", "2", "--", "--config", "configs/tiny.py",
