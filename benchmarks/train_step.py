@@ -1,12 +1,16 @@
 """Update throughput: tokens/s and model FLOPs utilisation of the jitted train step.
 
-  python benchmarks/train_step.py --model-shape smollm2-135m --rows 16 --length 256
-  python benchmarks/train_step.py --model-shape qwen2-0.5b --rows 32 --length 1024 \\
-      --dtype bfloat16 --peak-tflops 989   # H100 dense bf16
+  python benchmarks/train_step.py --model-shape smollm2-135m --groups 4 --group-size 4
+  python benchmarks/train_step.py --model-shape qwen2-0.5b --groups 8 --group-size 8 \\
+      --prompt-length 512 --completion-length 512 --dtype bfloat16 --peak-tflops 989  # H100
 
-Random weights and a random batch of the given shape (every position trained). MFU =
-6 * parameters * tokens / seconds / peak. Without --peak-tflops the peak is measured with a
-large float32 matmul on the default device (say so when quoting the figure).
+Random weights and a random grouped batch (`ssp_jax.rl.batch`): --groups prompts of
+--prompt-length tokens, each with --group-size completions of --completion-length tokens.
+Each prompt goes through the model once per group and only completions are trained, as in
+self-play. "tokens/s" counts the tokens the model processes (prompts once, completions);
+MFU counts the matmul FLOPs that needs: 6 * (parameters - LM head) * processed tokens +
+6 * LM head * completion tokens, over seconds and the peak. Without --peak-tflops the peak
+is measured with a large float32 matmul on the default device (say so when quoting it).
 """
 
 from __future__ import annotations
@@ -48,13 +52,17 @@ def measured_peak_tflops() -> float:
     return 5 * 2 * n**3 / (time.perf_counter() - start) / 1e12
 
 
-def random_batch(rows: int, length: int, vocab: int) -> TrainBatch:
+def random_batch(groups: int, size: int, prompt_length: int, completion_length: int,
+                 vocab: int) -> TrainBatch:
+    """`groups` prompts of `prompt_length` tokens, each with `size` completions of
+    `completion_length` tokens (all trained)."""
     rng = np.random.default_rng(0)
-    mask = np.ones((rows, length), np.float32)
-    mask[:, -1] = 0
-    return TrainBatch(rng.integers(0, vocab, (rows, length)).astype(np.int32),
-                      np.ones((rows, length), bool), mask,
-                      (-rng.uniform(0, 5, (rows, length)) * mask).astype(np.float32),
+    rows = groups * size
+    return TrainBatch(rng.integers(0, vocab, (groups, prompt_length)).astype(np.int32),
+                      np.ones((groups, prompt_length), bool),
+                      rng.integers(0, vocab, (rows, completion_length)).astype(np.int32),
+                      np.ones((rows, completion_length), np.float32),
+                      (-rng.uniform(0, 5, (rows, completion_length))).astype(np.float32),
                       rng.normal(size=rows).astype(np.float32), np.ones(rows, np.float32))
 
 
@@ -63,8 +71,10 @@ def main() -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-shape", choices=sorted(SHAPES), default="smollm2-135m")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    p.add_argument("--rows", type=int, default=16)
-    p.add_argument("--length", type=int, default=256)
+    p.add_argument("--groups", type=int, default=4, help="prompts per batch")
+    p.add_argument("--group-size", type=int, default=4, help="completions per prompt")
+    p.add_argument("--prompt-length", type=int, default=192)
+    p.add_argument("--completion-length", type=int, default=64)
     p.add_argument("--micro-batches", type=int, default=1)
     p.add_argument("--remat", action="store_true")
     p.add_argument("--steps", type=int, default=3)
@@ -78,7 +88,8 @@ def main() -> None:
     state = init_train_state(model.params(), opt)
     del model
     step = make_train_step(cfg, update, opt)
-    batch = (jax.device_put(random_batch(args.rows, args.length, cfg.vocab_size)),)
+    batch = (jax.device_put(random_batch(args.groups, args.group_size, args.prompt_length,
+                                         args.completion_length, cfg.vocab_size)),)
     start = time.perf_counter()
     state, metrics = step(state, None, batch)
     jax.block_until_ready(metrics)
@@ -88,12 +99,15 @@ def main() -> None:
         state, metrics = step(state, None, batch)
     jax.block_until_ready(metrics)
     seconds = (time.perf_counter() - start) / args.steps
-    tokens = args.rows * args.length
+    completions = args.groups * args.group_size * args.completion_length
+    tokens = args.groups * args.prompt_length + completions
     peak = args.peak_tflops or measured_peak_tflops()
-    flops = 6 * cfg.num_params * tokens / seconds
+    head = cfg.vocab_size * cfg.hidden_size
+    flops = 6 * ((cfg.num_params - head) * tokens + head * completions) / seconds
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}")
     print(f"model {args.model_shape} ({cfg.num_params / 1e6:.0f}M params, {args.dtype}), "
-          f"batch {args.rows} x {args.length}, micro-batches {args.micro_batches}")
+          f"{args.groups} prompts x {args.prompt_length} tokens, each with {args.group_size} "
+          f"completions x {args.completion_length}; micro-batches {args.micro_batches}")
     print(f"first step (with compilation) {compile_s:.1f} s; step {seconds:.3f} s; "
           f"{tokens / seconds:,.0f} tokens/s; {flops / 1e12:.3f} TFLOP/s; "
           f"MFU {flops / 1e12 / peak:.1%} of {peak:.2f} TFLOP/s"

@@ -61,11 +61,18 @@ def estimate(cfg: TrainConfig, shape: ModelConfig) -> dict[str, float]:
                         + sp.benign_per_step) * sp.responses_per_attack)
     cache = (2 * shape.num_layers * rows_sampled * shape.num_kv_heads * cfg.model.max_cache_len
              * shape.head_dim * p_bytes)
-    tokens = max(sp.num_rows) // cfg.rl.micro_batches * sp.max_length  # the larger role batch
+    # one micro-batch of the larger role batch: each prompt once, then its group's completions
+    completions = [groups // cfg.rl.micro_batches * size * max_tokens for groups, size, max_tokens
+                   in zip(sp.num_groups, sp.group_sizes,
+                          (sp.attacker_max_tokens, sp.defender_max_tokens))]
+    tokens = max(groups // cfg.rl.micro_batches * sp.max_prompt_tokens + c
+                 for groups, c in zip(sp.num_groups, completions))
     # saved per layer: the block input with remat, else ~(attention + MLP) intermediates
     per_layer = shape.hidden_size if cfg.model.remat else (
         4 * shape.hidden_size + 3 * shape.intermediate_size)
-    activations = tokens * shape.num_layers * per_layer * p_bytes + tokens * shape.vocab_size * 4
+    # float32 logits only on completion tokens
+    activations = (tokens * shape.num_layers * per_layer * p_bytes
+                   + max(completions) * shape.vocab_size * 4)
     return {"parameters": params, "optimizer": optimizer, "gradients": grads,
             "kv_cache": cache, "activations": activations}
 

@@ -4,7 +4,9 @@ Row layout of a step (goal-major, G goals, A attacks per goal, R responses per a
   attacker rows  i = g * A + a                          (G * A rows)
   defender rows  ((g * A) + a) * R + r for fresh attacks, then R rows per replayed item,
                  then R rows per benign prompt.
-The output is the packed TrainBatch plus texts and metrics for logging and the replay pool.
+The training batches are grouped (`rl.batch`): the attacker batch has one group of A rows per
+goal, the defender batch one group of R rows per attack prompt (fresh, replayed or benign).
+The output is those batches plus texts and metrics for logging and the replay pool.
 """
 
 from __future__ import annotations
@@ -24,11 +26,9 @@ from ssp_jax.models.transformer import Params
 from ssp_jax.replay import ReplayItem
 from ssp_jax.rl import advantages as adv_lib
 from ssp_jax.rl import rewards as reward_lib
-from ssp_jax.rl.batch import TrainBatch, pack_rows
+from ssp_jax.rl.batch import TrainBatch, pack_groups
 from ssp_jax.roles import ATTACKER_BRIEF, attacker_prompt, clean_attack, defender_prompt
 from ssp_jax.rollout.sampler import bucket_length, generate_with_params
-
-MIN_TRAIN_LENGTH = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,24 +57,25 @@ class SelfPlayConfig:
     micro_batches: int = 1
 
     @property
-    def num_rows(self) -> tuple[int, int]:
-        """Training rows per step (attacker batch, defender batch), each padded to a multiple
-        of micro_batches. The two roles are packed separately so that each batch is padded
-        only to its own longest row."""
-        g, a, r = self.goals_per_step, self.attacks_per_goal, self.responses_per_attack
-        rows = (g * a, (g * a + self.replay_per_step + self.benign_per_step) * r)
-        return tuple(-(-n // self.micro_batches) * self.micro_batches for n in rows)
+    def num_groups(self) -> tuple[int, int]:
+        """Prompt groups per step (attacker batch, defender batch), each padded to a multiple
+        of micro_batches. The two roles are packed separately, each padded only to its own
+        longest prompt and generation limit."""
+        g, a = self.goals_per_step, self.attacks_per_goal
+        groups = (g, g * a + self.replay_per_step + self.benign_per_step)
+        return tuple(-(-n // self.micro_batches) * self.micro_batches for n in groups)
 
     @property
-    def max_length(self) -> int:
-        return self.max_prompt_tokens + max(self.attacker_max_tokens, self.defender_max_tokens)
+    def group_sizes(self) -> tuple[int, int]:
+        """Rows per group (attacker, defender): attacks per goal, responses per attack."""
+        return self.attacks_per_goal, self.responses_per_attack
 
 
 @dataclasses.dataclass
 class Rollout:
     """Everything one self-play step produced before the update."""
 
-    batches: tuple[TrainBatch, TrainBatch]  # attacker rows, defender rows
+    batches: tuple[TrainBatch, TrainBatch]  # attacker groups, defender groups
     goals: list[str]  # [G * A * R] goal of each fresh defender row
     attacks: list[str]  # [G * A * R] attack text of each fresh defender row
     responses: list[str]  # [G * A * R]
@@ -104,14 +105,15 @@ def _sample(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, prompts: lis
 
 
 def _pack(prompts: list[list[int]], completions: list[list[int]], logps: list[np.ndarray],
-          advantages: np.ndarray, weight: float, num_rows: int, sp: SelfPlayConfig,
-          pad_id: int) -> TrainBatch:
-    """One role's rows, padded to the length bucket of its longest row."""
-    longest = max(len(p) + len(c) for p, c in zip(prompts, completions))
-    length = max(bucket_length(longest, sp.max_length), min(MIN_TRAIN_LENGTH, sp.max_length))
-    return pack_rows(prompts, completions, logps, advantages,
-                     np.full(len(prompts), weight, np.float32), num_rows=num_rows,
-                     length=length, pad_id=pad_id)
+          advantages: np.ndarray, weight: float, group_size: int, num_groups: int,
+          max_tokens: int, sp: SelfPlayConfig, pad_id: int) -> TrainBatch:
+    """One role's groups: prompts padded to the length bucket of the longest, completions to
+    the role's generation limit (a fixed shape, so it adds no compilations)."""
+    return pack_groups(prompts, completions, logps, advantages,
+                       np.full(len(completions), weight, np.float32), group_size=group_size,
+                       num_groups=num_groups,
+                       prompt_length=bucket_length(max(map(len, prompts)), sp.max_prompt_tokens),
+                       completion_length=max_tokens, pad_id=pad_id)
 
 
 def _stats(x: np.ndarray, prefix: str) -> dict[str, float]:
@@ -179,13 +181,14 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
     def_rewards = np.concatenate([r_def, r_benign]).astype(np.float32)
     def_adv = adv_lib.group_advantages(def_rewards, per_prompt, scale_by_std=sp.scale_by_std)
 
-    att_rows = [p for p in att_prompts for _ in range(A)]
-    def_rows = [p for p in def_prompts for _ in range(R)]
     batches = tuple(
-        _pack(prompts, gen.tokens, gen.logprobs, adv, weight, rows, sp, tokenizer.pad_id)
-        for prompts, gen, adv, weight, rows in (
-            (att_rows, att, att_adv, sp.attacker_weight, sp.num_rows[0]),
-            (def_rows, dfn, def_adv, sp.defender_weight, sp.num_rows[1])))
+        _pack(list(prompts), gen.tokens, gen.logprobs, adv, weight, size, groups, max_tokens,
+              sp, tokenizer.pad_id)
+        for prompts, gen, adv, weight, size, groups, max_tokens in (
+            (att_prompts, att, att_adv, sp.attacker_weight, A, sp.num_groups[0],
+             sp.attacker_max_tokens),
+            (def_prompts, dfn, def_adv, sp.defender_weight, R, sp.num_groups[1],
+             sp.defender_max_tokens)))
 
     fresh_scores = scores[:n_fresh]
     replay_scores = scores[n_fresh:]
@@ -202,9 +205,9 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
         "attacker/mean_tokens": float(np.mean([len(t) for t in att.tokens])),
         "defender/mean_tokens": float(np.mean([len(t) for t in dfn.tokens])),
         "prompts_truncated": float(sum(cut) + sum(def_cut)),
-        "train/rows": float(len(att_rows) + len(def_rows)),
-        "train/attacker_length": float(batches[0].tokens.shape[1]),
-        "train/defender_length": float(batches[1].tokens.shape[1]),
+        "train/rows": float(len(att.tokens) + len(dfn.tokens)),
+        "train/attacker_prompt_length": float(batches[0].prompt_tokens.shape[1]),
+        "train/defender_prompt_length": float(batches[1].prompt_tokens.shape[1]),
     }
     if n_replay:
         metrics["replay/defender_reward"] = float(np.mean(r_def[n_fresh:]))

@@ -41,9 +41,9 @@ from ssp_jax.selfplay import rollout
 
 log = logging.getLogger(__name__)
 
-BATCH_AXES = TrainBatch(tokens=("batch", "seq"), attention_mask=("batch", "seq"),
-                        loss_mask=("batch", "seq"), old_logp=("batch", "seq"),
-                        advantages=("batch",), role_weight=("batch",))
+BATCH_AXES = TrainBatch(prompt_tokens=("batch", "seq"), prompt_mask=("batch", "seq"),
+                        tokens=("batch", "seq"), loss_mask=("batch", "seq"),
+                        old_logp=("batch", "seq"), advantages=("batch",), role_weight=("batch",))
 SUMMARY_KEYS = ("attack_success_rate", "attacker/reward_mean", "defender/reward_mean",
                 "refusal_rate")
 
@@ -136,11 +136,13 @@ class Trainer:
         self.state = self._restore(state)
         self.start_step = int(self.state.step)
         state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
-        # rows per role are fixed by the config; the sequence axis (bucketed) is never sharded
-        batch_shardings = tuple(TrainBatch(*[
-            sharding.logical_sharding(axes, (rows, 1)[:len(axes)], self.mesh,
-                                      sharding.TRAIN_RULES) for axes in BATCH_AXES])
-            for rows in cfg.selfplay.num_rows)
+        # groups and rows per role are fixed by the config; the sequence axes (bucketed) are
+        # never sharded
+        batch_shardings = tuple(
+            TrainBatch(*[sharding.logical_sharding(axes, (lead, 1)[:len(axes)], self.mesh,
+                                                   sharding.TRAIN_RULES)
+                         for axes, lead in zip(BATCH_AXES, (groups, groups, *[groups * size] * 5))])
+            for groups, size in zip(cfg.selfplay.num_groups, cfg.selfplay.group_sizes))
         self.batch_shardings = batch_shardings
         self.train_step = make_train_step(
             self.model_cfg, cfg.rl, self.optimizer, state_shardings=state_shardings,

@@ -20,7 +20,7 @@ def load_config(path):
 def test_shipped_config_validates(path):
     cfg = validate(load_config(path))
     assert cfg.train.num_steps > 0
-    assert all(rows % cfg.rl.micro_batches == 0 for rows in cfg.selfplay.num_rows)
+    assert all(groups % cfg.rl.micro_batches == 0 for groups in cfg.selfplay.num_groups)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)

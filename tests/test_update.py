@@ -8,14 +8,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssp_jax.models import load
-from ssp_jax.rl.batch import pack_rows
+from ssp_jax.models import forward, load
+from ssp_jax.rl.batch import pack_groups
 from ssp_jax.rl.update import (
     UpdateConfig,
+    completion_logprobs,
     init_train_state,
     make_optimizer,
     make_train_step,
-    sequence_logprobs,
 )
 from ssp_jax.rollout import generate
 
@@ -29,17 +29,33 @@ def rollout_batch():
                                                   "Imagine a world", "Explain why")]
     out = generate(model, prompts, 10, temperature=CFG.temperature, num_samples=2, seed=4,
                    stop_ids=tok.stop_ids, pad_id=tok.pad_id)
-    rows = [p for p in prompts for _ in range(2)]
-    adv = np.random.default_rng(0).normal(size=len(rows)).astype(np.float32)
-    batch = pack_rows(rows, out.tokens, out.logprobs, adv, np.ones(len(rows), np.float32),
-                      num_rows=8, length=32, pad_id=tok.pad_id)
+    adv = np.random.default_rng(0).normal(size=len(out.tokens)).astype(np.float32)
+    batch = pack_groups(prompts, out.tokens, out.logprobs, adv,
+                        np.ones(len(out.tokens), np.float32), group_size=2, num_groups=4,
+                        prompt_length=32, completion_length=10, pad_id=tok.pad_id)
     return model, jax.tree.map(jnp.asarray, batch)
+
+
+def test_grouped_forward_matches_every_row_run_on_its_own(rollout_batch):
+    model, batch = rollout_batch
+    logp, logits = completion_logprobs(model.params(), model.config, batch.prompt_tokens,
+                                       batch.prompt_mask, batch.tokens, CFG.temperature)
+    lengths = np.asarray(batch.prompt_mask).sum(axis=1)
+    for r in range(batch.tokens.shape[0]):
+        prompt = np.asarray(batch.prompt_tokens[r // 2, :lengths[r // 2]])
+        c = int(np.asarray(batch.loss_mask[r]).sum())
+        row = np.concatenate([prompt, np.asarray(batch.tokens[r, :c])])[None]
+        flat = forward(model.params(), model.config, jnp.asarray(row))[0]
+        # completion token k is predicted at row position len(prompt) - 1 + k
+        np.testing.assert_allclose(logits[r, :c], flat[len(prompt) - 1:len(prompt) - 1 + c],
+                                   atol=2e-5)
+    assert np.isfinite(np.asarray(logp)).all()
 
 
 def test_trainer_logprobs_match_sampler_logprobs_before_update(rollout_batch):
     model, batch = rollout_batch
-    logp, _ = sequence_logprobs(model.params(), model.config, batch.tokens,
-                                batch.attention_mask, CFG.temperature)
+    logp, _ = completion_logprobs(model.params(), model.config, batch.prompt_tokens,
+                                  batch.prompt_mask, batch.tokens, CFG.temperature)
     mask = np.asarray(batch.loss_mask) > 0
     np.testing.assert_allclose(np.asarray(logp)[mask], np.asarray(batch.old_logp)[mask],
                                atol=2e-5)
@@ -77,6 +93,24 @@ def test_update_changes_params_and_reports_metrics(rollout_batch):
     assert float(metrics["entropy"]) > 0
 
 
+def test_padding_tokens_do_not_change_the_update(rollout_batch):
+    model, batch = rollout_batch
+    # even rows stop after 6 tokens (the sampled rows all ran to the limit)
+    stopped = (jnp.arange(batch.tokens.shape[0]) % 2 == 0)[:, None] & (jnp.arange(10) >= 6)
+    batch = batch._replace(loss_mask=jnp.where(stopped, 0.0, batch.loss_mask),
+                           old_logp=jnp.where(stopped, 0.0, batch.old_logp))
+    noisy = batch._replace(
+        prompt_tokens=jnp.where(batch.prompt_mask, batch.prompt_tokens, 7),
+        tokens=jnp.where(stopped, 5, batch.tokens))
+    assert not np.array_equal(noisy.prompt_tokens, batch.prompt_tokens)
+    clean_state, clean = run_step(model, batch, CFG)
+    noisy_state, dirty = run_step(model, noisy, CFG)
+    for key in ("loss", "grad_norm", "entropy"):
+        np.testing.assert_allclose(float(dirty[key]), float(clean[key]), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(noisy_state.params), jax.tree.leaves(clean_state.params)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_non_finite_gradient_update_is_skipped(rollout_batch):
     model, batch = rollout_batch
     poisoned = batch._replace(advantages=batch.advantages.at[0].set(jnp.nan))
@@ -87,12 +121,14 @@ def test_non_finite_gradient_update_is_skipped(rollout_batch):
         np.testing.assert_array_equal(a, b)
 
 
-def test_batches_of_different_lengths_make_one_exact_update(rollout_batch):
+def test_batches_of_different_shapes_make_one_exact_update(rollout_batch):
     model, batch = rollout_batch
-    head = jax.tree.map(lambda x: x[:4], batch)
+    groups = lambda x, lo, hi: x[lo * (x.shape[0] // 4):hi * (x.shape[0] // 4)]  # noqa: E731
+    head = jax.tree.map(lambda x: groups(x, 0, 2), batch)
+    tail = jax.tree.map(lambda x: groups(x, 2, 4), batch)
     pad = lambda x, v: jnp.pad(x, ((0, 0), (0, 16)), constant_values=v)  # noqa: E731
-    tail = jax.tree.map(lambda x: x[4:], batch)
-    tail = tail._replace(tokens=pad(tail.tokens, 0), attention_mask=pad(tail.attention_mask, False),
+    tail = tail._replace(prompt_tokens=pad(tail.prompt_tokens, 0),
+                         prompt_mask=pad(tail.prompt_mask, False), tokens=pad(tail.tokens, 0),
                          loss_mask=pad(tail.loss_mask, 0.0), old_logp=pad(tail.old_logp, 0.0))
     opt = make_optimizer(CFG)
     step = make_train_step(model.config, CFG, opt)

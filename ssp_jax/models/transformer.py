@@ -212,7 +212,8 @@ def _embed(params: Params, cfg: ModelConfig, tokens: jax.Array) -> jax.Array:
     return jnp.take(params["embed"], tokens, axis=0).astype(cfg.jnp_dtype)
 
 
-def _logits(params: Params, cfg: ModelConfig, x: jax.Array) -> jax.Array:
+def lm_logits(params: Params, cfg: ModelConfig, x: jax.Array) -> jax.Array:
+    """Final norm and LM head: hidden states `[B, T, D]` -> logits `[B, T, V]` f32."""
     x = rms_norm(x, params["final_norm"], cfg.rms_norm_eps)
     if cfg.tie_word_embeddings:
         return jnp.einsum("btd,vd->btv", x, params["embed"].astype(x.dtype),
@@ -233,6 +234,21 @@ def _maybe_remat(fn, cfg: ModelConfig):
     return jax.checkpoint(fn) if cfg.remat else fn
 
 
+def _decoder(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.Array,
+             mask: jax.Array) -> jax.Array:
+    """The scanned decoder blocks: tokens `[B, T]`, positions `[B, T]`, mask `[B, T, T]` bool
+    (query, key) -> the last block's output `[B, T, D]` (before the final norm)."""
+    inv_freq = rope_frequencies(cfg)
+
+    def block(x, lp):
+        h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
+        q, k, v = _qkv(lp, cfg, h, positions, inv_freq)
+        return _mlp_and_out(lp, cfg, x, attention(q, k, v, mask)), None
+
+    x, _ = jax.lax.scan(_maybe_remat(block, cfg), _embed(params, cfg, tokens), params["layers"])
+    return x
+
+
 def forward(params: Params, cfg: ModelConfig, tokens: jax.Array,
             positions: jax.Array | None = None,
             attention_mask: jax.Array | None = None) -> jax.Array:
@@ -243,17 +259,52 @@ def forward(params: Params, cfg: ModelConfig, tokens: jax.Array,
         positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     if attention_mask is None:
         attention_mask = jnp.ones((b, t), bool)
-    causal = jnp.tril(jnp.ones((t, t), bool))
-    mask = causal[None] & attention_mask[:, None, :]  # [B, T, T]
-    inv_freq = rope_frequencies(cfg)
+    mask = jnp.tril(jnp.ones((t, t), bool))[None] & attention_mask[:, None, :]  # [B, T, T]
+    return lm_logits(params, cfg, _decoder(params, cfg, tokens, positions, mask))
 
-    def block(x, lp):
-        h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-        q, k, v = _qkv(lp, cfg, h, positions, inv_freq)
-        return _mlp_and_out(lp, cfg, x, attention(q, k, v, mask)), None
 
-    x, _ = jax.lax.scan(_maybe_remat(block, cfg), _embed(params, cfg, tokens), params["layers"])
-    return _logits(params, cfg, x)
+def completion_hidden_states(params: Params, cfg: ModelConfig, prompt_tokens: jax.Array,
+                             prompt_mask: jax.Array, tokens: jax.Array) -> jax.Array:
+    """Hidden states that predict the completion tokens of N prompts with S completions each,
+    every prompt computed once per group; the same values as running each
+    `prompt + completion` row on its own.
+
+    prompt_tokens `[N, P]` int32, right-padded, with `prompt_mask [N, P]` bool; tokens
+    `[N * S, C]` int32, row r completing prompt r // S. Returns `[N * S, C, D]` (before the
+    final norm): entry k is the state at the position before completion token k (the prompt's
+    last token for k = 0).
+
+    Each group runs as one sequence, its prompt followed by its S completions, under a block
+    mask: prompt tokens attend causally to the prompt, completion tokens to the prompt and
+    causally to their own completion; positions restart after the prompt for every
+    completion. Matmul work is one prompt plus S completions per group; attention scores
+    cover the whole group sequence, (P + S * C)² per group.
+    """
+    n, p = prompt_tokens.shape
+    rows, c = tokens.shape
+    s = rows // n
+    _check_window(cfg, p + c)  # the longest row a completion sees
+    length = p + s * c
+    seq = jnp.concatenate([prompt_tokens, tokens.reshape(n, s * c)], axis=1)  # [N, L]
+    prompt_len = jnp.sum(prompt_mask, axis=1, dtype=jnp.int32)  # [N]
+    idx = jnp.arange(length, dtype=jnp.int32)
+    in_prompt = idx < p
+    block = jnp.where(in_prompt, -1, (idx - p) // c)  # completion index, -1 in the prompt
+    offset = jnp.where(in_prompt, idx, (idx - p) % c)  # position within the prompt / completion
+    positions = jnp.where(in_prompt[None], idx[None], prompt_len[:, None] + offset[None])
+    # a prompt key is visible where it is a real token; a completion key only to its block
+    real_prompt = jnp.concatenate([prompt_mask, jnp.zeros((n, s * c), bool)], axis=1)
+    visible = jnp.where(in_prompt[None, None, :], real_prompt[:, None, :],
+                        (block[:, None] == block[None, :])[None])
+    mask = visible & (idx[:, None] >= idx[None, :])[None]  # [N, L, L]
+    x = _decoder(params, cfg, seq, positions, mask)  # [N, L, D]
+    # predictor of completion token k: the prompt's last token (k = 0), else token k - 1
+    last = jnp.maximum(prompt_len - 1, 0)[:, None]  # 0 for padding groups
+    k = jnp.arange(c, dtype=jnp.int32)
+    pred = jnp.where(k[None, None] == 0, last[:, :, None],
+                     p + jnp.arange(s)[None, :, None] * c + k[None, None] - 1)  # [N, S, C]
+    pred = jnp.broadcast_to(pred, (n, s, c)).reshape(n, s * c)
+    return jnp.take_along_axis(x, pred[..., None], axis=1).reshape(rows, c, x.shape[-1])
 
 
 def prefill(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.Array,
@@ -276,7 +327,7 @@ def prefill(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.
 
     x, (k, v) = jax.lax.scan(block, _embed(params, cfg, tokens),
                              (params["layers"], cache.k, cache.v))
-    return _logits(params, cfg, x[:, -1:])[:, 0], KVCache(k, v)
+    return lm_logits(params, cfg, x[:, -1:])[:, 0], KVCache(k, v)
 
 
 def decode_attention(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask: jax.Array,
@@ -323,4 +374,4 @@ def decode_step(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: 
     start = (0, 0, 0, slot, 0)
     cache = KVCache(jax.lax.dynamic_update_slice(cache.k, k, start),
                     jax.lax.dynamic_update_slice(cache.v, v, start))
-    return _logits(params, cfg, x), cache
+    return lm_logits(params, cfg, x), cache

@@ -1,8 +1,15 @@
-"""Packs (prompt, completion) rows of both roles into fixed-shape training arrays.
+"""Packs groups of (shared prompt, S sampled completions) into fixed-shape training arrays.
 
-Layout: each row is `prompt + completion`, right-padded to `T`. Per-position arrays are
-target-aligned: entry `t` is about predicting `tokens[t + 1]` from `tokens[:t + 1]`, so the
-loss mask is 1 exactly where `tokens[t + 1]` is a completion token (the last column is 0).
+GRPO samples S completions of each prompt, so the batch stores each prompt once and lets the
+S completions attend to it (`models.transformer.grouped_hidden_states`): the prompt's tokens
+go through the model once per group instead of once per row.
+
+Layout, for N groups of S completions (rows are group-major: row r = n * S + s belongs to
+group n = r // S):
+- `prompt_tokens [N, P]`, right-padded, with `prompt_mask`;
+- `tokens [N * S, C]`: the completions, right-padded to C, the role's generation limit.
+Window entry k of row r is about the completion token `tokens[r, k]`: entry 0 is predicted
+from the prompt's last token, entry k > 0 from completion token k - 1.
 """
 
 from __future__ import annotations
@@ -13,46 +20,59 @@ import numpy as np
 
 
 class TrainBatch(NamedTuple):
-    """One update's data. B rows, T positions; padding rows have zero weight and mask."""
+    """One update's data. N groups of S rows; padding groups and rows have zero weight and
+    mask."""
 
-    tokens: np.ndarray  # [B, T] int32
-    attention_mask: np.ndarray  # [B, T] bool, True on real tokens
-    loss_mask: np.ndarray  # [B, T] f32, 1 where tokens[t + 1] is a completion token
-    old_logp: np.ndarray  # [B, T] f32, sampler log-prob of tokens[t + 1] (0 off the mask)
-    advantages: np.ndarray  # [B] f32
-    role_weight: np.ndarray  # [B] f32, per-role loss weight (0 for padding rows)
+    prompt_tokens: np.ndarray  # [N, P] int32
+    prompt_mask: np.ndarray  # [N, P] bool, True on real prompt tokens
+    tokens: np.ndarray  # [N * S, C] int32 completions
+    loss_mask: np.ndarray  # [N * S, C] f32, 1 on completion tokens
+    old_logp: np.ndarray  # [N * S, C] f32, sampler log-prob of each token (0 off the mask)
+    advantages: np.ndarray  # [N * S] f32
+    role_weight: np.ndarray  # [N * S] f32, per-role loss weight (0 for padding rows)
 
 
-def pack_rows(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
-              completion_logps: Sequence[np.ndarray], advantages: np.ndarray,
-              role_weight: np.ndarray, *, num_rows: int, length: int, pad_id: int) -> TrainBatch:
-    """Right-pads `len(prompts)` rows into a `[num_rows, length]` TrainBatch.
-
-    Rows past `len(prompts)` are padding. A row longer than `length` is an error (the caller
-    sizes `length` from the prompt and generation limits)."""
-    n = len(prompts)
-    if not (n == len(completions) == len(completion_logps) == len(advantages) == len(role_weight)):
-        raise ValueError("pack_rows: prompts, completions, logps, advantages and weights must "
-                         "have the same length")
-    if n > num_rows:
-        raise ValueError(f"pack_rows: {n} rows do not fit in a batch of {num_rows}")
-    tokens = np.full((num_rows, length), pad_id, np.int32)
-    attention = np.zeros((num_rows, length), bool)
-    loss_mask = np.zeros((num_rows, length), np.float32)
-    old_logp = np.zeros((num_rows, length), np.float32)
-    for i, (prompt, completion, logp) in enumerate(zip(prompts, completions, completion_logps)):
-        p, c = len(prompt), len(completion)
-        if p + c > length:
-            raise ValueError(f"pack_rows: row {i} has {p} + {c} tokens, more than {length}")
+def pack_groups(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
+                completion_logps: Sequence[np.ndarray], advantages: np.ndarray,
+                role_weight: np.ndarray, *, group_size: int, num_groups: int,
+                prompt_length: int, completion_length: int, pad_id: int) -> TrainBatch:
+    """Packs `len(prompts)` groups; group n's rows are
+    `completions[n * group_size:(n + 1) * group_size]` (and so are the log-probs, advantages
+    and weights). Groups past `len(prompts)` are padding. An empty prompt, a prompt longer than
+    `prompt_length` or a completion longer than `completion_length` is an error."""
+    n, s = len(prompts), group_size
+    rows = n * s
+    if not (rows == len(completions) == len(completion_logps) == len(advantages)
+            == len(role_weight)):
+        raise ValueError(f"pack_groups: {n} prompts x group size {s} need {rows} completions, "
+                         f"log-probs, advantages and weights; got {len(completions)}, "
+                         f"{len(completion_logps)}, {len(advantages)}, {len(role_weight)}")
+    if n > num_groups:
+        raise ValueError(f"pack_groups: {n} groups do not fit in a batch of {num_groups}")
+    prompt_tokens = np.full((num_groups, prompt_length), pad_id, np.int32)
+    prompt_mask = np.zeros((num_groups, prompt_length), bool)
+    for g, prompt in enumerate(prompts):
+        if not 0 < len(prompt) <= prompt_length:
+            raise ValueError(f"pack_groups: prompt {g} has {len(prompt)} tokens; it must have "
+                             f"1 to {prompt_length}")
+        prompt_tokens[g, :len(prompt)] = prompt
+        prompt_mask[g, :len(prompt)] = True
+    tokens = np.full((num_groups * s, completion_length), pad_id, np.int32)
+    loss_mask = np.zeros((num_groups * s, completion_length), np.float32)
+    old_logp = np.zeros((num_groups * s, completion_length), np.float32)
+    for r, (completion, logp) in enumerate(zip(completions, completion_logps)):
+        c = len(completion)
+        if c > completion_length:
+            raise ValueError(f"pack_groups: completion {r} has {c} tokens, more than "
+                             f"{completion_length}")
         if len(logp) != c:
-            raise ValueError(f"pack_rows: row {i} has {c} tokens but {len(logp)} log-probs")
-        tokens[i, :p] = prompt
-        tokens[i, p:p + c] = completion
-        attention[i, :p + c] = True
-        loss_mask[i, p - 1:p + c - 1] = 1.0
-        old_logp[i, p - 1:p + c - 1] = logp
-    adv = np.zeros((num_rows,), np.float32)
-    weight = np.zeros((num_rows,), np.float32)
-    adv[:n] = advantages
-    weight[:n] = role_weight
-    return TrainBatch(tokens, attention, loss_mask, old_logp, adv, weight)
+            raise ValueError(f"pack_groups: completion {r} has {c} tokens but {len(logp)} "
+                             "log-probs")
+        tokens[r, :c] = completion
+        loss_mask[r, :c] = 1.0
+        old_logp[r, :c] = logp
+    adv = np.zeros((num_groups * s,), np.float32)
+    weight = np.zeros((num_groups * s,), np.float32)
+    adv[:rows] = advantages
+    weight[:rows] = role_weight
+    return TrainBatch(prompt_tokens, prompt_mask, tokens, loss_mask, old_logp, adv, weight)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from ssp_jax.models.config import ModelConfig
-from ssp_jax.models.transformer import Params, forward
+from ssp_jax.models.transformer import Params, completion_hidden_states, lm_logits
 from ssp_jax.rl import losses
 from ssp_jax.rl.batch import TrainBatch
 
@@ -75,12 +75,15 @@ def init_train_state(params: Params, optimizer: optax.GradientTransformation) ->
     return TrainState(step=jnp.int32(0), params=params, opt_state=optimizer.init(params))
 
 
-def sequence_logprobs(params: Params, model_cfg: ModelConfig, tokens: jax.Array,
-                      attention_mask: jax.Array, temperature: float) -> tuple[jax.Array, jax.Array]:
-    """Target-aligned log-probs `[B, T]` f32 of `tokens[t + 1]` and the logits `[B, T, V]`."""
-    logits = forward(params, model_cfg, tokens, attention_mask=attention_mask)
-    targets = jnp.roll(tokens, -1, axis=1)
-    return losses.token_logprobs(logits, targets, temperature), logits
+def completion_logprobs(params: Params, model_cfg: ModelConfig, prompt_tokens: jax.Array,
+                        prompt_mask: jax.Array, tokens: jax.Array, temperature: float
+                        ) -> tuple[jax.Array, jax.Array]:
+    """Log-probs `[N * S, C]` f32 of the completion tokens of a grouped batch (see
+    `rl.batch`) and their logits `[N * S, C, V]`; only completion positions go through the LM
+    head."""
+    hidden = completion_hidden_states(params, model_cfg, prompt_tokens, prompt_mask, tokens)
+    logits = lm_logits(params, model_cfg, hidden)
+    return losses.token_logprobs(logits, tokens, temperature), logits
 
 
 def _tree_add(a: Any, b: Any) -> Any:
@@ -93,20 +96,21 @@ def make_train_step(model_cfg: ModelConfig, cfg: UpdateConfig,
                     ) -> Callable[[TrainState, Params | None, tuple[TrainBatch, ...]],
                                   tuple[TrainState, dict]]:
     """Builds `train_step(state, ref_params, batches) -> (state, metrics)`, jitted with the
-    state donated. `batches` is a tuple of TrainBatches (e.g. one per sequence-length
-    bucket) that make one update: their summed losses are divided by their summed
-    denominators. `ref_params` may be None when `cfg.beta == 0`. Each batch's rows must
-    divide evenly into `cfg.micro_batches`."""
+    state donated. `batches` is a tuple of grouped TrainBatches (e.g. one per role, each with
+    its own shapes) that make one update: their summed losses are divided by their summed
+    denominators. `ref_params` may be None when `cfg.beta == 0`. Each batch's groups must
+    divide evenly into `cfg.micro_batches` (a micro-batch is a slice of whole groups)."""
     schedule = learning_rate_schedule(cfg)
 
     def micro_terms(params: Params, ref_params: Params | None, mb: TrainBatch):
         def loss_fn(p):
-            logp, logits = sequence_logprobs(p, model_cfg, mb.tokens, mb.attention_mask,
-                                             cfg.temperature)
+            logp, logits = completion_logprobs(p, model_cfg, mb.prompt_tokens, mb.prompt_mask,
+                                               mb.tokens, cfg.temperature)
             ref_logp = None
             if cfg.beta > 0:
-                ref_logp, _ = sequence_logprobs(jax.lax.stop_gradient(ref_params), model_cfg,
-                                                mb.tokens, mb.attention_mask, cfg.temperature)
+                ref_logp, _ = completion_logprobs(jax.lax.stop_gradient(ref_params), model_cfg,
+                                                  mb.prompt_tokens, mb.prompt_mask, mb.tokens,
+                                                  cfg.temperature)
             terms = losses.policy_loss_terms(
                 logp, mb.old_logp, ref_logp, mb.advantages, mb.loss_mask, mb.role_weight,
                 clip_eps_low=cfg.clip_eps_low, clip_eps_high=cfg.clip_eps_high, beta=cfg.beta,
