@@ -64,8 +64,12 @@ _REFUSAL_PATTERNS: tuple[str, ...] = (
     # "As an AI ..."
     r"\bas an? (?:ai|artificial intelligence|language model|large language model|"
     r"responsible ai|ethical ai|helpful and (?:respectful|harmless)|assistant)\b",
-    r"\bi(?: am|'m) (?:just |only )?an? (?:ai|artificial intelligence|language model|"
+    # "I'm just an AI", "I am an AI language model and do not ..." (a bare "I'm an AI
+    # assistant, ready to help" is no refusal)
+    r"\bi(?: am|'m) (?:just|only) an? (?:ai|artificial intelligence|language model|"
     r"large language model)\b",
+    r"\bi(?: am|'m) an? (?:ai|artificial intelligence|language model|large language model)\b"
+    r"[^.!?]{0,40}?\b(?:do not|don't|can ?not|can't|am not|won't|will not|have no|am unable)\b",
     # "It is not appropriate / ethical ...", "It's not accurate or fair to say ..."
     r"\b(?:it|that|this)(?: is not| isn't|'s not| is never| would not be| wouldn't be| would "
     r"never be) (?:\w+ )?(?:appropriate|ethical|acceptable|legal|okay|ok|advisable|safe|"
