@@ -1,0 +1,129 @@
+"""Seconds per GRPO step: ssp_jax vs Hugging Face TRL's GRPOTrainer (PyTorch), same CPU.
+
+  pip install trl==1.16.0      # benchmark only; keeps the installed torch
+  python benchmarks/trl_grpo_compare.py --steps 3
+
+Matched setting on both sides: SmolLM2-135M-Instruct (the GGUF dequantized to float32; TRL
+reads the same weights from ssp_jax's Hugging Face export),
+4 chat prompts per step x 4 samples each, 64 new tokens at temperature 0.7 (ours never stops
+early; TRL's completions all ran to the 64-token limit in our runs), reward 1
+for a refusal (ssp_jax's refusal detector) else 0, group-normalised advantages, one AdamW
+update on the 16 completions, no KL term. Ours runs the library's own pieces (sampler,
+grouped packing: each prompt once per group, jitted update); TRL runs `GRPOTrainer.train()`.
+The first step of each (compilation / warm-up) is reported separately; the figure is the mean
+of the following steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from ssp_jax.data.builtin import builtin_items
+from ssp_jax.judge.refusal import RefusalJudge
+from ssp_jax.models import load, save_hf
+from ssp_jax.rl.advantages import group_advantages
+from ssp_jax.rl.batch import pack_groups
+from ssp_jax.rl.update import UpdateConfig, init_train_state, make_optimizer, make_train_step
+from ssp_jax.rollout.sampler import bucket_length, generate_with_params
+
+PROMPTS_PER_STEP, SAMPLES, NEW_TOKENS, TEMPERATURE, LR = 4, 4, 64, 0.7, 1e-6
+
+
+def ours(goals: list[str], steps: int) -> tuple[list[float], list[float]]:
+    """Seconds of each step (sample, score, advantages, update) with ssp_jax, and of the
+    update alone."""
+    model, tok = load("smollm2-135m-instruct")
+    cfg, is_refusal = UpdateConfig(learning_rate=LR, temperature=TEMPERATURE), \
+        RefusalJudge().is_refusal
+    opt = make_optimizer(cfg)
+    state = init_train_state(model.params(), opt)
+    train_step = make_train_step(model.config, cfg, opt)
+    times, updates = [], []
+    for step in range(steps + 1):
+        start = time.perf_counter()
+        prompts = [tok.chat_prompt(g) for g in
+                   goals[step * PROMPTS_PER_STEP:(step + 1) * PROMPTS_PER_STEP]]
+        out = generate_with_params(model.config, state.params, prompts, NEW_TOKENS,
+                                   temperature=TEMPERATURE, num_samples=SAMPLES, seed=step,
+                                   stop_ids=(), pad_id=tok.pad_id, max_cache_len=512)
+        rewards = np.array([is_refusal(tok.decode(t)) for t in out.tokens], np.float32)
+        adv = group_advantages(rewards, np.arange(len(rewards)) // SAMPLES, scale_by_std=True)
+        batch = pack_groups(prompts, out.tokens, out.logprobs, adv,
+                            np.ones(len(out.tokens), np.float32), group_size=SAMPLES,
+                            num_groups=len(prompts),
+                            prompt_length=bucket_length(max(map(len, prompts)), 512),
+                            completion_length=NEW_TOKENS, pad_id=tok.pad_id)
+        update_start = time.perf_counter()
+        state, metrics = train_step(state, None, (jax.device_put(batch),))
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+        updates.append(time.perf_counter() - update_start)
+    return times, updates
+
+
+def trl(goals: list[str], steps: int) -> list[float]:
+    """Seconds of each GRPOTrainer step (generation, reward, loss, update)."""
+    import datasets
+    import torch
+    import transformers
+    from trl import GRPOConfig, GRPOTrainer
+
+    # transformers marks GGUF-loaded models as quantized and refuses to train them, so TRL
+    # gets the same float32 weights through our Hugging Face export
+    folder = pathlib.Path(tempfile.mkdtemp())
+    save_hf(*load("smollm2-135m-instruct"), folder)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    is_refusal = RefusalJudge().is_refusal
+
+    def refusal_reward(completions, **_):
+        return [float(is_refusal(c[0]["content"] if isinstance(c, list) else c))
+                for c in completions]
+
+    data = datasets.Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": g}]} for g in goals])
+    stamps: list[float] = []
+
+    class Timer(transformers.TrainerCallback):
+        def on_step_begin(self, *_, **__):
+            stamps.append(time.perf_counter())
+
+        def on_step_end(self, *_, **__):
+            stamps.append(time.perf_counter())
+
+    config = GRPOConfig(
+        output_dir="/tmp/trl_grpo_compare", per_device_train_batch_size=PROMPTS_PER_STEP * SAMPLES,
+        num_generations=SAMPLES, max_completion_length=NEW_TOKENS, temperature=TEMPERATURE,
+        learning_rate=LR, beta=0.0, max_steps=steps + 1, use_cpu=True, report_to=[],
+        save_strategy="no", logging_steps=1, lr_scheduler_type="constant",
+        warmup_steps=0, max_grad_norm=1.0, seed=0)
+    trainer = GRPOTrainer(model=model, reward_funcs=refusal_reward, args=config,
+                          train_dataset=data, processing_class=tokenizer, callbacks=[Timer()])
+    trainer.train()
+    return [end - begin for begin, end in zip(stamps[::2], stamps[1::2])]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=3, help="timed steps after a warm-up step")
+    args = p.parse_args()
+    goals = [item.text for item in builtin_items()] * 4
+    theirs = trl(goals, args.steps)
+    mine, mine_update = ours(goals, args.steps)
+    print(f"{'':<10}{'first step':>12}{'mean of next':>14}")
+    for name, t in (("ssp_jax", mine), ("TRL", theirs)):
+        print(f"{name:<10}{t[0]:>11.1f}s{np.mean(t[1:]):>13.1f}s")
+    print(f"ssp_jax update alone: first {mine_update[0]:.1f}s, mean of next "
+          f"{np.mean(mine_update[1:]):.1f}s")
+    print(f"TRL / ssp_jax seconds per step: {np.mean(theirs[1:]) / np.mean(mine[1:]):.2f}")
+
+
+if __name__ == "__main__":
+    main()
