@@ -303,8 +303,7 @@ def completion_hidden_states(params: Params, cfg: ModelConfig, prompt_tokens: ja
     k = jnp.arange(c, dtype=jnp.int32)
     pred = jnp.where(k[None, None] == 0, last[:, :, None],
                      p + jnp.arange(s)[None, :, None] * c + k[None, None] - 1)  # [N, S, C]
-    pred = jnp.broadcast_to(pred, (n, s, c)).reshape(n, s * c)
-    return jnp.take_along_axis(x, pred[..., None], axis=1).reshape(rows, c, x.shape[-1])
+    return jnp.take_along_axis(x, pred.reshape(n, s * c, 1), axis=1).reshape(rows, c, -1)
 
 
 def prefill(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.Array,
