@@ -99,12 +99,12 @@ def test_format_report_shows_headline_and_confusion():
 
 
 @pytest.mark.parametrize("body, message", [
-    ("", "empty file"),
-    ("id,prompt,completion\n1,p,c\n", r"missing column\(s\) final_label"),
+    ("", "file is empty"),
+    ("id,prompt,completion\n1,p,c\n", r"missing column\(s\) \['final_label'\]"),
     (HEADER, "no data rows"),
     (HEADER + 'a,t,p,"two\nlines",x,x,TRUE,1_full_compliance\n'
-     "b,t,p,c,x,x,TRUE,4_unsure\n", r":4: final_label '4_unsure' is not one of"),
-    (HEADER + "a,t,p,c,x,x,TRUE\n", ":2: expected 8 fields, got 7"),
+     "b,t,p,c,x,x,TRUE,4_unsure\n", r", line 4: final_label '4_unsure' is not one of"),
+    (HEADER + "a,t,p,c,x,x,TRUE\n", ", line 2: row has 7 fields, the header has 8"),
 ])
 def test_bad_files_raise_with_path_and_line(tmp_path, body, message):
     path = tmp_path / "bad.csv"

@@ -41,7 +41,7 @@ def _existing_file(path: PathLike) -> pathlib.Path:
     return p
 
 
-def _read_csv(path: PathLike, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
+def read_csv_rows(path: PathLike, required: Sequence[str]) -> Iterator[tuple[int, dict[str, str]]]:
     """Yield `(line, row)` per data row; `line` is the 1-based line where the row starts.
 
     Quoted fields may span lines; the start line is the previous record's end line + 1
@@ -125,7 +125,7 @@ def load_harmbench(
         "BehaviorID",
     )
     items = []
-    for line, row in _read_csv(p, cols):
+    for line, row in read_csv_rows(p, cols):
         category = row["FunctionalCategory"].strip()
         if category not in HARMBENCH_CATEGORIES:
             raise ValueError(
@@ -165,7 +165,7 @@ def load_advbench(path: PathLike, *, source: str = "advbench") -> list[PromptIte
     """
     p = pathlib.Path(path)
     items = []
-    for n, (line, row) in enumerate(_read_csv(p, ("goal",))):
+    for n, (line, row) in enumerate(read_csv_rows(p, ("goal",))):
         goal = _require_text(row.pop("goal"), p, line, "goal")
         meta: dict[str, Any] = {k: v for k, v in row.items() if v.strip()}
         meta["line"] = line
@@ -184,7 +184,7 @@ def load_xstest(
         raise ValueError(f"label_filter={label_filter!r} is not one of {XSTEST_LABEL_FILTERS}")
     p = pathlib.Path(path)
     items = []
-    for line, row in _read_csv(p, ("id", "prompt", "type", "label", "focus", "note")):
+    for line, row in read_csv_rows(p, ("id", "prompt", "type", "label", "focus", "note")):
         label = row["label"].strip()
         if label not in ("safe", "unsafe"):
             raise ValueError(f"{p}, line {line}: label {label!r} is not 'safe' or 'unsafe'")
@@ -218,7 +218,7 @@ def load_csv(
     p = pathlib.Path(path)
     required = _distinct_columns(text_column, id_column, label_column)
     items = []
-    for n, (line, row) in enumerate(_read_csv(p, required)):
+    for n, (line, row) in enumerate(read_csv_rows(p, required)):
         text = _require_text(row.pop(text_column), p, line, text_column)
         item_id = (
             _require_text(row.pop(id_column), p, line, id_column) if id_column else f"{source}-{n}"

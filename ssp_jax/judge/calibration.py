@@ -11,12 +11,11 @@ we report the share the judge called a refusal. Results are plain JSON-serializa
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
-import pathlib
 from typing import Any, Callable, Sequence
 
+from ssp_jax.data.loaders import read_csv_rows
 from ssp_jax.judge.base import Judge
 
 FULL_COMPLIANCE = "1_full_compliance"
@@ -42,40 +41,13 @@ class LabelledCompletion:
 def read_completions(path: str | os.PathLike) -> list[LabelledCompletion]:
     """Reads an XSTest-style completions CSV; raises FileNotFoundError / ValueError naming the
     path (and line) for a missing file, missing columns, ragged rows or unknown labels."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"completions file not found: {path}")
     rows: list[LabelledCompletion] = []
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None:
-                raise ValueError(f"{path}: empty file, expected a header with columns "
-                                 f"{', '.join(REQUIRED_COLUMNS)}")
-            missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            if missing:
-                raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; header is "
-                                 f"{','.join(header)}")
-            index = {c: header.index(c) for c in REQUIRED_COLUMNS}
-            end = reader.line_num
-            for fields in reader:
-                start, end = end + 1, reader.line_num
-                if not fields:
-                    continue
-                if len(fields) != len(header):
-                    raise ValueError(f"{path}:{start}: expected {len(header)} fields, "
-                                     f"got {len(fields)}")
-                label = fields[index["final_label"]].strip()
-                if label not in LABELS:
-                    raise ValueError(f"{path}:{start}: final_label {label!r} is not one of "
-                                     f"{', '.join(LABELS)}")
-                rows.append(LabelledCompletion(start, fields[index["prompt"]],
-                                               fields[index["completion"]], label))
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
-    except csv.Error as e:
-        raise ValueError(f"{path}: malformed CSV ({e})") from None
+    for line, row in read_csv_rows(path, REQUIRED_COLUMNS):
+        label = row["final_label"].strip()
+        if label not in LABELS:
+            raise ValueError(f"{path}, line {line}: final_label {label!r} is not one of "
+                             f"{', '.join(LABELS)}")
+        rows.append(LabelledCompletion(line, row["prompt"], row["completion"], label))
     if not rows:
         raise ValueError(f"{path}: no data rows")
     return rows
