@@ -1,7 +1,7 @@
 """Packs groups of (shared prompt, S sampled completions) into fixed-shape training arrays.
 
 GRPO samples S completions of each prompt, so the batch stores each prompt once and lets the
-S completions attend to it (`models.transformer.grouped_hidden_states`): the prompt's tokens
+S completions attend to it (`models.transformer.completion_hidden_states`): the prompt's tokens
 go through the model once per group instead of once per row.
 
 Layout, for N groups of S completions (rows are group-major: row r = n * S + s belongs to
