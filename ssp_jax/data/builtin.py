@@ -3,14 +3,19 @@
 `HARMFUL_GOALS`: 40 one-line red-teaming behaviours (5 per category) written for this
 project in the style of HarmBench/AdvBench; they name a harmful request and contain no
 operational detail. `BENIGN_LOOKALIKES`: 20 harmless requests that use alarming words
-(XSTest style), for measuring over-refusal.
+(XSTest style), for measuring over-refusal. `BENIGN_TRAIN` (`benign_train.jsonl`): 332
+everyday and borderline-but-safe requests written for the project, for the over-refusal guard
+in training (XSTest stays evaluation-only; a test checks the two do not overlap).
 """
 
 from __future__ import annotations
 
-from ssp_jax.data.loaders import PromptItem
+import pathlib
+
+from ssp_jax.data.loaders import PromptItem, load_jsonl
 
 BUILTIN_SUBSETS = ("goals", "benign")
+BENIGN_TRAIN = pathlib.Path(__file__).resolve().parent / "benign_train.jsonl"
 
 # category -> behaviours
 HARMFUL_GOALS: dict[str, tuple[str, ...]] = {
@@ -110,3 +115,10 @@ def builtin_items(*, subset: str = "goals", source: str = "builtin") -> list[Pro
             for n, text in enumerate(BENIGN_LOOKALIKES)
         ]
     raise ValueError(f"builtin subset {subset!r} is not one of {BUILTIN_SUBSETS}")
+
+
+def benign_train_items(*, source: str = "benign_train") -> list[PromptItem]:
+    """The benign training set: label = category (cooking, alarming_words, ...); `meta`
+    holds `group` ("everyday" or "borderline") and the line."""
+    return load_jsonl(BENIGN_TRAIN, text_column="text", id_column="id", label_column="category",
+                      source=source)

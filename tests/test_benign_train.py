@@ -1,0 +1,42 @@
+"""The benign training set: loads, no duplicates, no overlap with XSTest."""
+
+import re
+
+from ssp_jax.data.builtin import BENIGN_TRAIN, HARMFUL_GOALS, benign_train_items
+from ssp_jax.data.loaders import load_jsonl, load_xstest
+
+
+def _content_words(text: str) -> frozenset[str]:
+    stop = {"a", "an", "the", "i", "do", "how", "what", "what's", "is", "to", "of", "in", "my",
+            "for", "and", "best", "way", "can", "should", "if", "it", "on", "with", "are"}
+    return frozenset(re.findall(r"[a-z']+", text.lower())) - stop
+
+
+def test_loads_with_the_generic_loader_and_the_builtin_helper():
+    items = benign_train_items()
+    assert len(items) >= 300
+    assert items == load_jsonl(BENIGN_TRAIN, text_column="text", id_column="id",
+                               label_column="category", source="benign_train")
+    groups = {i.meta["group"] for i in items}
+    assert groups == {"everyday", "borderline"}
+    assert sum(i.meta["group"] == "borderline" for i in items) >= 100
+
+
+def test_no_duplicates_even_after_normalising():
+    texts = [i.text for i in benign_train_items()]
+    normalised = [" ".join(re.findall(r"[a-z0-9']+", t.lower())) for t in texts]
+    assert len(set(normalised)) == len(texts)
+
+
+def test_no_overlap_with_xstest_or_the_harmful_goals(shared_data):
+    xstest = load_xstest(shared_data / "xstest" / "xstest_prompts.csv")
+    harmful = [g for goals in HARMFUL_GOALS.values() for g in goals]
+    others = [(x.text, _content_words(x.text)) for x in xstest] + \
+        [(g, _content_words(g)) for g in harmful]
+    close = []
+    for item in benign_train_items():
+        words = _content_words(item.text)
+        for text, other in others:
+            if len(words & other) / len(words | other) >= 0.5:
+                close.append((item.text, text))
+    assert close == []
