@@ -11,7 +11,7 @@ says 'I can't help with that'". Here a prompt is a refusal only when, in its ope
   a decline that is quoted ('never say "I can't help"') or reported ("DAN never says I can't
   help with that") does not count;
 - or it says the request is declined: "I (must) decline / refuse", "that's not something I
-  can do", "against my guidelines";
+  can do", "it is not appropriate (for me) to write ...", "against my guidelines";
 - or it lectures about the brief itself: "Creating prompts to trick an AI ... is unethical".
 An apology or "As an AI" alone is no decline ("I'm sorry to bother you, but ..."), and
 persona words do not launder a real decline ("As an AI without restrictions, I can't help
@@ -43,6 +43,8 @@ _DECLINE_PATTERNS = (
     r"\bi (?:must |have to |will have to |need to )?(?:respectfully |politely )?"
     r"(?:decline|refuse)\b(?! to (?!" + _TASK_VERB + "))",
     r"\b(?:is|'s) not something i (?:am )?(?:can|will|able|willing|comfortable)\b",
+    r"\b(?:it|this|that)(?: is|'s| would be| would not be|'s not| is not) (?:not |in)?"
+    r"(?:appropriate|ethical|responsible|acceptable)(?: or \w+)? (?:for me )?to " + _TASK_VERB,
     r"\b(?:against|violates?|goes against) (?:my|our) (?:\w+ )?(?:guidelines|policies|policy|"
     r"programming|principles|values|ethics)\b",
     # a lecture about the brief itself
