@@ -16,7 +16,6 @@ log = logging.getLogger(__name__)
 
 BENIGN_REFUSAL = "benign/refusal_rate"
 ATTACKER_REFUSAL = "attacker/refusal_rate"
-ATTACKER_INVALID = "attacker/invalid_rate"
 
 
 @dataclasses.dataclass(frozen=True)
