@@ -86,6 +86,8 @@ def test_embedding_does_not_depend_on_batch_mates_or_order(tiny_bert):
     alone = np.concatenate([enc.embed([t]) for t in TEXTS])
     np.testing.assert_allclose(together, alone, atol=1e-5)
     np.testing.assert_allclose(enc.embed(TEXTS[::-1])[::-1], together, atol=1e-5)
+    np.testing.assert_array_equal(enc.embed(TEXTS + TEXTS[:2]), np.concatenate(
+        [together, together[:2]]))
     assert enc.embed([]).shape == (0, 64)
 
 
@@ -99,9 +101,9 @@ def test_length_and_row_buckets_bound_compilations(tiny_bert):
         return real(params, cfg, tokens, mask)
 
     enc._encode = counting
-    enc.embed([" ".join(WORDS[: n % 30 + 1]) for n in range(40)])
+    enc.embed([" ".join(WORDS[: n % 30 + 1]) for n in range(40)])  # 30 distinct texts
     # every batch is 8 rows of 16 or 32 tokens: at most two distinct shapes to compile
-    assert set(lowered) <= {(8, 16), (8, 32)} and len(lowered) >= 5
+    assert set(lowered) <= {(8, 16), (8, 32)} and len(lowered) >= 4
 
 
 def test_sharded_parameters_give_the_same_embeddings(tiny_bert):

@@ -103,8 +103,10 @@ class SentenceEncoder:
         return [e.ids for e in self.tokenizer.encode_batch(list(texts))]
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """`[N, D]` float32 L2-normalised embeddings of `texts` (N may be 0)."""
-        ids = self.token_ids(texts)
+        """`[N, D]` float32 L2-normalised embeddings of `texts` (N may be 0); a text that
+        occurs several times is encoded once."""
+        unique = list(dict.fromkeys(texts))
+        ids = self.token_ids(unique)
         out = np.zeros((len(ids), self.dim), np.float32)
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         start = 0
@@ -124,7 +126,8 @@ class SentenceEncoder:
             out[rows] = np.asarray(self._encode(self.params, self.config, tokens, mask))[
                 :len(rows)]
             start = stop
-        return out
+        index = {text: i for i, text in enumerate(unique)}
+        return out[[index[t] for t in texts]].reshape(len(texts), self.dim)
 
     def similarity(self, a: Sequence[str], b: Sequence[str]) -> np.ndarray:
         """Row-wise cosine similarity `[N]` f32 of two equal-length text lists."""
