@@ -83,6 +83,10 @@ def test_tiny_bert_matches_torch_mean_pooling(tiny_bert):
 def test_embedding_does_not_depend_on_batch_mates_or_order(tiny_bert):
     enc = load_sentence_encoder(tiny_bert, max_length=32)
     together = enc.embed(TEXTS)
+    model = bert.BertEncoder(enc.config, enc.params)  # the module's call, unjitted, unpadded
+    ids = enc.token_ids(TEXTS[:1])[0]
+    np.testing.assert_allclose(model(np.array([ids]), np.ones((1, len(ids)), bool))[0],
+                               together[0], atol=1e-5)
     alone = np.concatenate([enc.embed([t]) for t in TEXTS])
     np.testing.assert_allclose(together, alone, atol=1e-5)
     np.testing.assert_allclose(enc.embed(TEXTS[::-1])[::-1], together, atol=1e-5)

@@ -129,32 +129,13 @@ class _Params(nnx.Module):
 
 
 class BertEncoder(_Params):
-    """Sentence encoder: token ids `[B, T]` int32 + mask `[B, T]` bool -> `[B, D]` f32,
-    mean-pooled over real tokens and L2-normalised. `params` is the nested dict of
-    `param_shapes(cfg)` (e.g. from `params_from_hf`); `init` makes random weights."""
+    """The encoder's parameters (with logical axes) and config. `params` is the nested dict
+    of `param_shapes(cfg)`, e.g. from `params_from_hf`; run it with the pure `encode`, or
+    call it: token ids `[B, T]` int32 + mask `[B, T]` bool -> `[B, D]` f32 unit rows."""
 
     def __init__(self, cfg: BertConfig, params: Params):
         self.config = cfg
         super().__init__(params, param_shapes(cfg))
-
-    @classmethod
-    def init(cls, cfg: BertConfig, *, rngs: nnx.Rngs) -> "BertEncoder":
-        """Random weights (normal 0.02, LayerNorm scale 1, biases 0), for tests."""
-        def make(shapes: dict[str, Any]) -> Params:
-            out = {}
-            for name, spec in shapes.items():
-                if isinstance(spec, dict):
-                    out[name] = make(spec)
-                    continue
-                shape, _ = spec
-                if name.endswith("scale"):
-                    out[name] = jnp.ones(shape, jnp.float32)
-                elif name.endswith("bias"):
-                    out[name] = jnp.zeros(shape, jnp.float32)
-                else:
-                    out[name] = 0.02 * jax.random.normal(rngs.params(), shape, jnp.float32)
-            return out
-        return cls(cfg, make(param_shapes(cfg)))
 
     def params(self) -> Params:
         """Parameter arrays as the nested dict `encode` takes (the layout of
