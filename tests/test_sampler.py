@@ -86,8 +86,20 @@ def test_top_k_one_is_greedy(model):
     greedy = generate(model, PROMPTS, 8, temperature=0.0)
     top1 = generate(model, PROMPTS, 8, temperature=1.3, top_k=1, seed=5)
     assert top1.tokens == greedy.tokens
-    for logps in top1.logprobs:  # the filtered distribution puts all mass on one token
-        np.testing.assert_allclose(logps, 0.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("top_k, top_p", [(1, 1.0), (3, 1.0), (0, 0.5), (4, 0.7)])
+def test_filtered_sampling_reports_unfiltered_logprobs(model, top_k, top_p):
+    """top-k/top-p pick the token; its log-prob is under the full softmax(logits / T), the
+    distribution the trainer scores."""
+    out = generate(model, PROMPTS, 6, temperature=1.3, top_k=top_k, top_p=top_p, seed=2)
+    for prompt, tokens, logps in zip(PROMPTS, out.tokens, out.logprobs):
+        logits = forward(model.params(), CFG, jnp.asarray([prompt + tokens], jnp.int32))
+        logp = jax.nn.log_softmax(logits[0, len(prompt) - 1:-1] / 1.3, axis=-1)
+        ref = np.asarray(logp[np.arange(len(tokens)), tokens])
+        np.testing.assert_allclose(logps, ref, atol=2e-5)
+        assert np.all(ref < -1e-3)  # the kept tokens never hold all the mass here, so the
+        # filtered (renormalised) log-probs would differ from these
 
 
 def test_filter_logits_keeps_top_k_and_nucleus():

@@ -29,7 +29,8 @@ class GenerationResult:
     """Sampled continuations, prompt-major: row `i * num_samples + g` is sample g of prompt i.
 
     tokens: new token ids per row, cut after the first stop token (kept).
-    logprobs: per-token log-probabilities `[len]` f32 under the sampling distribution.
+    logprobs: per-token log-probabilities `[len]` f32 under softmax(logits / temperature),
+      before any top-k/top-p filter (see `sample_token`).
     finished: whether each row ended on a stop token (else it hit max_new_tokens).
     """
 
@@ -90,15 +91,17 @@ def _inverse_cdf_sample(key: jax.Array, logits: jax.Array) -> jax.Array:
 def sample_token(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_k: jax.Array,
                  top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Samples one token per row of logits `[N, V]`; temperature ≤ 0 is greedy.
-    Returns tokens `[N]` int32 and their log-probabilities `[N]` f32 under the sampling
-    distribution (softmax of logits / temperature after top-k/top-p; temperature 1 if greedy)."""
+    Returns tokens `[N]` int32 and their log-probabilities `[N]` f32 under the *unfiltered*
+    softmax of logits / temperature (temperature 1 if greedy): top-k/top-p choose the token but
+    not its reported log-prob, so the sampler's and the trainer's log-probs (`rl.losses.
+    token_logprobs`) are of the same distribution and the first importance ratio is 1."""
     greedy = temperature <= 0
     scaled = logits / jnp.where(greedy, 1.0, temperature)
     filtered = jax.lax.cond((top_k > 0) | (top_p < 1.0),
                             lambda x: filter_logits(x, top_k, top_p), lambda x: x, scaled)
     token = jax.lax.cond(greedy, lambda x: jnp.argmax(x, axis=-1).astype(jnp.int32),
                          lambda x: _inverse_cdf_sample(key, x), filtered)
-    logp = jax.nn.log_softmax(filtered, axis=-1)
+    logp = jax.nn.log_softmax(scaled, axis=-1)
     return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
 
