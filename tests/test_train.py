@@ -14,7 +14,7 @@ from configs import tiny
 from ssp_jax import train as train_lib
 from ssp_jax.config import ConfigError
 from ssp_jax.metrics import read_metrics
-from tests.compile_count import count_compiles
+from tests.compile_count import recording_compiles
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -27,6 +27,18 @@ def tiny_config(**sections):
         section, field = path.split("__")
         cfg[section][field] = value
     return ml_collections.ConfigDict(cfg)
+
+
+def record_model_loads(monkeypatch) -> list[str]:
+    """Wraps the trainer's model loader; returns the list of specs it is asked to load."""
+    specs, real_load = [], train_lib.load
+
+    def load(spec, *args, **kwargs):
+        specs.append(spec)
+        return real_load(spec, *args, **kwargs)
+
+    monkeypatch.setattr(train_lib, "load", load)
+    return specs
 
 
 def run_main(workdir, *overrides, timeout=600):
@@ -86,17 +98,30 @@ def test_repeated_non_finite_updates_stop_the_run(tmp_path, monkeypatch):
     ({"rl__learning_rate": -1.0}, ConfigError, "rl.learning_rate=-1.0 must be > 0"),
     ({"rl__aggregation": "mean"}, ConfigError, "rl.aggregation='mean'"),
 ])
-def test_bad_config_fields_fail_before_compilation(tmp_path, sections, error, match):
-    with pytest.raises(error, match=match):
-        assert count_compiles(lambda: train_lib.Trainer(tiny_config(**sections), tmp_path)) == 0
+def test_bad_config_fields_fail_before_compilation(tmp_path, monkeypatch, sections, error,
+                                                  match):
+    loads = record_model_loads(monkeypatch)
+    with recording_compiles() as compiles, pytest.raises(error, match=match):
+        train_lib.Trainer(tiny_config(**sections), tmp_path)
+    assert compiles == [] and loads == []
 
 
-def test_missing_goals_file_fails_before_compilation(tmp_path):
+def test_missing_goals_file_fails_before_compilation(tmp_path, monkeypatch):
     cfg = tiny_config(data__sources=[dict(name="goals", kind="csv", text_column="goal",
                                           path=str(tmp_path / "nope.csv"))])
-    with pytest.raises(FileNotFoundError, match="nope.csv"):
-        assert count_compiles(lambda: train_lib.Trainer(cfg, tmp_path / "run")) == 0
+    loads = record_model_loads(monkeypatch)
+    with recording_compiles() as compiles, pytest.raises(FileNotFoundError, match="nope.csv"):
+        train_lib.Trainer(cfg, tmp_path / "run")
+    assert compiles == [] and loads == []
     assert not (tmp_path / "run").exists()
+
+
+def test_the_compile_and_load_probes_see_a_valid_trainer_start(tmp_path, monkeypatch):
+    """The two tests above can fail: the same probes record a valid start-up."""
+    loads = record_model_loads(monkeypatch)
+    with recording_compiles() as compiles:
+        train_lib.Trainer(tiny_config(), tmp_path)
+    assert compiles and loads == ["tiny-random"]
 
 
 def test_empty_goals_file_is_a_clear_error(tmp_path):
