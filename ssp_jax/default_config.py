@@ -26,7 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
         responses_per_attack=2,  # R defender responses per attack (the defender's group)
         attacker_max_tokens=48,  # attack prompt length limit
         defender_max_tokens=64,  # response length limit
-        max_prompt_tokens=192,  # longer role prompts are cut from the left (and counted)
+        max_prompt_tokens=192,  # role prompt limit: a longer goal/attack loses its middle
         temperature=0.7,  # sampling temperature of both roles (a 135M model rambles at 1.0)
         top_p=1.0,  # nucleus sampling (1 = off)
         top_k=0,  # top-k sampling (0 = off)

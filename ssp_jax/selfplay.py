@@ -27,7 +27,8 @@ from ssp_jax.replay import ReplayItem
 from ssp_jax.rl import advantages as adv_lib
 from ssp_jax.rl import rewards as reward_lib
 from ssp_jax.rl.batch import TrainBatch, pack_groups
-from ssp_jax.roles import ATTACKER_BRIEF, attacker_prompt, clean_attack, defender_prompt
+from ssp_jax.roles import (ATTACKER_BRIEF, attacker_prompt, clean_attack, defender_prompt,
+                           fit_prompt)
 from ssp_jax.rollout.sampler import bucket_length, generate_with_params
 
 
@@ -40,7 +41,7 @@ class SelfPlayConfig:
     responses_per_attack: int = 2  # R, the defender's group size
     attacker_max_tokens: int = 64
     defender_max_tokens: int = 64
-    max_prompt_tokens: int = 256  # longer attacker/defender prompts are cut (and counted)
+    max_prompt_tokens: int = 256  # longer goals/attacks are cut inside the template (counted)
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
@@ -90,11 +91,6 @@ class Rollout:
     num_tokens: int  # tokens sampled this step (both roles)
 
 
-def _fit(prompt: list[int], limit: int) -> tuple[list[int], bool]:
-    """Keeps the last `limit` tokens (the turn markers and generation prompt survive)."""
-    return (prompt[-limit:], True) if len(prompt) > limit else (prompt, False)
-
-
 def _sample(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, prompts: list[list[int]],
             max_tokens: int, num_samples: int, key: jax.Array, sp: SelfPlayConfig,
             max_cache_len: int):
@@ -134,8 +130,9 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
     att_key, def_key = jax.random.split(key)
 
     t0 = time.perf_counter()
-    att_prompts, cut = zip(*(_fit(attacker_prompt(tokenizer, g.text, sp.attacker_brief),
-                                  sp.max_prompt_tokens) for g in goals))
+    att_prompts, cut = zip(*(fit_prompt(
+        lambda t: attacker_prompt(tokenizer, t, sp.attacker_brief), tokenizer, g.text,
+        sp.max_prompt_tokens) for g in goals))
     att = _sample(cfg, params, tokenizer, list(att_prompts), sp.attacker_max_tokens, A, att_key,
                   sp, max_cache_len)
     attacks = [clean_attack(tokenizer.decode(t)) for t in att.tokens]  # [G * A]
@@ -143,8 +140,9 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
 
     t0 = time.perf_counter()
     def_texts = attacks + [item.attack for item in replay] + [b.text for b in benign]
-    def_prompts, def_cut = zip(*(_fit(defender_prompt(tokenizer, t, sp.defender_system_prompt),
-                                      sp.max_prompt_tokens) for t in def_texts))
+    def_prompts, def_cut = zip(*(fit_prompt(
+        lambda t: defender_prompt(tokenizer, t, sp.defender_system_prompt), tokenizer, text,
+        sp.max_prompt_tokens) for text in def_texts))
     dfn = _sample(cfg, params, tokenizer, list(def_prompts), sp.defender_max_tokens, R, def_key,
                   sp, max_cache_len)
     responses = [tokenizer.decode(t).strip() for t in dfn.tokens]

@@ -34,6 +34,7 @@ from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
 from ssp_jax.replay import ReplayPool
+from ssp_jax.roles import check_prompt_budget
 from ssp_jax.rl.batch import TrainBatch
 from ssp_jax.rl.update import TrainState, init_train_state, make_optimizer, make_train_step
 from ssp_jax.rollout.chat import chat_completions
@@ -124,6 +125,8 @@ class Trainer:
         params = model.params()
         self.param_shardings = jax.tree.map(lambda x: x.sharding, params)
         del model
+        check_prompt_budget(self.tokenizer, cfg.selfplay.max_prompt_tokens,
+                            cfg.selfplay.attacker_brief, cfg.selfplay.defender_system_prompt)
         self.optimizer = make_optimizer(cfg.rl)
         state = jax.jit(lambda p: init_train_state(p, self.optimizer))(params)
         self.ref_params = jax.tree.map(jnp.copy, params) if cfg.rl.beta > 0 else None
