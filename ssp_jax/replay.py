@@ -325,8 +325,12 @@ class ReplayPool:
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, Any]) -> ReplayPool:
-        """Rebuilds a pool from `state_dict()` output (also after a JSON round trip)."""
+    def from_state_dict(cls, state: dict[str, Any],
+                        config: ReplayConfig | None = None) -> ReplayPool:
+        """Rebuilds a pool from `state_dict()` output (also after a JSON round trip).
+
+        With `config` (a resumed run's settings) the pool uses it instead of the saved one;
+        items beyond its capacity are then evicted as `admit` would."""
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             found = state.get("format") if isinstance(state, dict) else type(state).__name__
             raise ValueError(
@@ -336,7 +340,7 @@ class ReplayPool:
         missing = [key for key in ("config", "next_id", "rng", "items") if key not in state]
         if missing:
             raise ValueError(f"replay pool state lacks {', '.join(missing)}")
-        pool = cls(ReplayConfig(**state["config"]))
+        pool = cls(config or ReplayConfig(**state["config"]))
         field_names = [f.name for f in dataclasses.fields(ReplayItem)]
         for i, row in enumerate(state["items"]):
             if not isinstance(row, dict) or sorted(row) != sorted(field_names):
@@ -352,6 +356,8 @@ class ReplayPool:
                 )
             pool._items[item.item_id] = item
             pool._ids[key] = item.item_id
+        if config is not None:
+            pool._evict_overflow()
         if len(pool._items) > pool.config.capacity:
             raise ValueError(
                 f"replay pool state holds {len(pool._items)} items, over capacity "

@@ -34,6 +34,7 @@ from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
 from ssp_jax.replay import ReplayPool
+from ssp_jax.resume import check_resume_config
 from ssp_jax.roles import check_prompt_budget
 from ssp_jax.rl.batch import TrainBatch
 from ssp_jax.rl.update import TrainState, init_train_state, make_optimizer, make_train_step
@@ -166,7 +167,8 @@ class Trainer:
         if found is None:
             return state
         step, state, replay, meta = found
-        self.pool = ReplayPool.from_state_dict(replay)
+        check_resume_config(meta.get("config"), to_json(self.cfg), step)
+        self.pool = ReplayPool.from_state_dict(replay, config=self.cfg.replay)
         self.bad_steps = int(meta["bad_steps"])
         log.info("resumed from checkpoint at step %d", step)
         return state

@@ -1,0 +1,72 @@
+"""What a resumed run may change against the config saved in its checkpoint.
+
+A checkpoint fixes what its arrays were made from: the model (`model.spec`, `model.dtype`,
+`model.seed`: the reference policy and the judge's frozen copy are rebuilt from them, the
+trained weights come from the checkpoint) and the replay pool's random generator
+(`replay.seed`: its state is in the checkpoint, so a new seed could not take effect). A
+change to any of them stops the run with the fields named. `ckpt.restore_from` is consulted
+only before the workdir has a checkpoint, so it is not compared.
+
+Every other field is honoured from the resumed step on, and each change is logged against
+the checkpoint's value: the `selfplay`, `rl` (the optimizer state's structure does not
+depend on its hyper-parameters; the schedule reads the restored step), `judge`, `train`,
+`ckpt`, `eval` and `mesh` sections are read afresh, `data` and `benign_data` draw from the
+new mixture at the restored step, and the replay pool is rebuilt with the new `replay`
+settings (items beyond a smaller capacity are evicted by the pool's own rule).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+from ssp_jax.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+FIXED_ON_RESUME = ("model.spec", "model.dtype", "model.seed", "replay.seed")
+NOT_COMPARED = ("ckpt.restore_from",)
+_MISSING = "<absent>"
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as {"section.field": value}; lists and scalars are leaves."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{path}."))
+        else:
+            out[path] = value
+    return out
+
+
+def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]
+                   ) -> dict[str, tuple[Any, Any]]:
+    """{dotted field: (saved value, current value)} for every field that differs (a field on
+    one side only shows `<absent>` on the other), sorted by field."""
+    old, new = flatten(saved), flatten(current)
+    return {k: (old.get(k, _MISSING), new.get(k, _MISSING)) for k in sorted(old.keys() | new.keys())
+            if k not in NOT_COMPARED and old.get(k, _MISSING) != new.get(k, _MISSING)}
+
+
+def check_resume_config(saved: Mapping[str, Any] | None, current: Mapping[str, Any],
+                        step: int) -> dict[str, tuple[Any, Any]]:
+    """The honoured changes of a resume from the checkpoint of `step` (each logged), or a
+    ConfigError naming every changed field in FIXED_ON_RESUME. `saved` None (a checkpoint
+    without a config) compares nothing."""
+    if saved is None:
+        log.warning("the checkpoint of step %d records no config; changes are not checked", step)
+        return {}
+    changes = config_changes(saved, current)
+    fixed = {k: v for k, v in changes.items() if k in FIXED_ON_RESUME}
+    if fixed:
+        listed = ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in fixed.items())
+        raise ConfigError(
+            f"cannot resume from the checkpoint of step {step} with a changed {listed}: "
+            f"{', '.join(FIXED_ON_RESUME)} are fixed by the checkpoint. Set them back to the "
+            "checkpoint's values, or start a new workdir.")
+    for k, (old, new) in changes.items():
+        log.warning("resuming from step %d with %s = %r (the checkpoint had %r)", step, k, new,
+                    old)
+    return changes
