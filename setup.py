@@ -20,7 +20,8 @@ setup(
         "transformers>=5.0",  # tokenizers, chat templates and config.json only (no torch)
         "tokenizers>=0.22",
         "ml_collections>=1.1.0",
-        "sentencepiece>=0.2.0",
+        "sentencepiece>=0.2.0",  # SentencePiece GGUF tokenizers (models/gguf_sentencepiece.py)
+        "protobuf>=4",  # sentencepiece_model_pb2, the ModelProto those are rebuilt into
         "safetensors>=0.6",
         "gguf>=0.17",
         "jinja2>=3.1",

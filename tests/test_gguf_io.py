@@ -327,8 +327,8 @@ def test_unsupported_inputs_are_clear_errors(tmp_path):
     supported = "unsupported GGUF architecture 'phi3'; supported: llama, qwen2, qwen3"
     with pytest.raises(ValueError, match=supported):
         read_gguf(write_gguf(tmp_path / "phi3.gguf", "phi3", hf))
-    with pytest.raises(ValueError, match="tokenizer type 'llama'.*Hugging Face folder"):
-        read_gguf(write_gguf(tmp_path / "spm.gguf", "llama", hf, tokenizer_model="llama"))
+    with pytest.raises(ValueError, match="tokenizer type 't5'.*supported: 'gpt2'.*'llama'"):
+        read_gguf(write_gguf(tmp_path / "t5.gguf", "llama", hf, tokenizer_model="t5"))
     partial = {k: v for k, v in hf.items() if "up_proj" not in k}
     with pytest.raises(ValueError, match=r"1 tensors missing, e.g. \['model.layers.0.mlp.up_proj"):
         read_gguf(write_gguf(tmp_path / "partial.gguf", "llama", partial))

@@ -18,6 +18,7 @@ import tokenizers
 import transformers
 from tokenizers import decoders, normalizers, pre_tokenizers, processors
 
+from ssp_jax.models.gguf_sentencepiece import sentencepiece_tokenizer
 from ssp_jax.models.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -324,15 +325,18 @@ def _pre_tokenizer(pre: str, path: Path) -> pre_tokenizers.PreTokenizer:
 
 
 def _tokenizer_from_metadata(meta: dict[str, Any], path: Path) -> Tokenizer:
-    """A byte-level BPE tokenizer (`tokenizer.ggml.model == "gpt2"`) from GGUF metadata."""
+    """The tokenizer from GGUF metadata: byte-level BPE (`tokenizer.ggml.model == "gpt2"`) or
+    SentencePiece (`"llama"`, see `gguf_sentencepiece`)."""
     kind = meta.get("tokenizer.ggml.model")
-    if kind != "gpt2":
+    if kind not in ("gpt2", "llama"):
         raise ValueError(
             f"{path}: tokenizer type {kind!r} (tokenizer.ggml.model) cannot be built from GGUF "
-            "metadata; only 'gpt2' (byte-level BPE) is supported. Load this model from a Hugging "
-            "Face folder with its tokenizer files instead."
+            "metadata; supported: 'gpt2' (byte-level BPE), 'llama' (SentencePiece). Load this "
+            "model from a Hugging Face folder with its tokenizer files instead."
         )
     tokens: list[str] = _require(meta, "tokenizer.ggml.tokens", path)
+    if kind == "llama":
+        return sentencepiece_tokenizer(meta, path)
     types: list[int] = meta.get("tokenizer.ggml.token_type") or [1] * len(tokens)
     vocab = {token: i for i, token in enumerate(tokens)}
     if len(vocab) != len(tokens):
