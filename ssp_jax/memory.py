@@ -61,20 +61,32 @@ def estimate(cfg: TrainConfig, shape: ModelConfig) -> dict[str, float]:
                         + sp.benign_per_step) * sp.responses_per_attack)
     cache = (2 * shape.num_layers * rows_sampled * shape.num_kv_heads * cfg.model.max_cache_len
              * shape.head_dim * p_bytes)
-    # one micro-batch of the larger role batch: each prompt once, then its group's completions
-    completions = [groups // cfg.rl.micro_batches * size * max_tokens for groups, size, max_tokens
-                   in zip(sp.num_groups, sp.group_sizes,
-                          (sp.attacker_max_tokens, sp.defender_max_tokens))]
-    tokens = max(groups // cfg.rl.micro_batches * sp.max_prompt_tokens + c
-                 for groups, c in zip(sp.num_groups, completions))
-    # saved per layer: the block input with remat, else ~(attention + MLP) intermediates
-    per_layer = shape.hidden_size if cfg.model.remat else (
-        4 * shape.hidden_size + 3 * shape.intermediate_size)
-    # float32 logits only on completion tokens
-    activations = (tokens * shape.num_layers * per_layer * p_bytes
-                   + max(completions) * shape.vocab_size * 4)
+    activations = max(_update_activations(cfg, shape, groups // cfg.rl.micro_batches, size,
+                                          max_tokens)
+                      for groups, size, max_tokens in zip(
+                          sp.num_groups, sp.group_sizes,
+                          (sp.attacker_max_tokens, sp.defender_max_tokens)))
     return {"parameters": params, "optimizer": optimizer, "gradients": grads,
             "kv_cache": cache, "activations": activations}
+
+
+def _update_activations(cfg: TrainConfig, shape: ModelConfig, groups: int, size: int,
+                        completion: int) -> int:
+    """Bytes the backward pass keeps for one micro-batch of `groups` grouped sequences (a
+    prompt, then `size` completions of `completion` tokens: L = P + size * completion).
+
+    Per layer: ~(attention + MLP) intermediates per token, (4 h + 3 i) values, plus the
+    attention scores (f32) and probabilities, H·L² per group. Without remat every layer keeps
+    them; with remat each layer keeps its input and one layer is recomputed at a time. The
+    LM head runs on completion tokens only: f32 logits, softmax and their gradient."""
+    p_bytes = _BYTES[cfg.model.dtype]
+    length = cfg.selfplay.max_prompt_tokens + size * completion
+    tokens = groups * length
+    layer = (tokens * (4 * shape.hidden_size + 3 * shape.intermediate_size) * p_bytes
+             + groups * shape.num_heads * length ** 2 * (4 + p_bytes))
+    saved = (shape.num_layers * tokens * shape.hidden_size * p_bytes + layer
+             if cfg.model.remat else shape.num_layers * layer)
+    return saved + 3 * groups * size * completion * shape.vocab_size * 4
 
 
 def format_table(parts: dict[str, float], devices: int) -> str:
