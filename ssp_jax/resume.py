@@ -17,6 +17,7 @@ settings (items beyond a smaller capacity are evicted by the pool's own rule).
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Mapping
 
@@ -44,8 +45,9 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]
                    ) -> dict[str, tuple[Any, Any]]:
     """{dotted field: (saved value, current value)} for every field that differs (a field on
-    one side only shows `<absent>` on the other), sorted by field."""
-    old, new = flatten(saved), flatten(current)
+    one side only shows `<absent>` on the other), sorted by field. Both sides are compared as
+    JSON data, the form the checkpoint stores (a tuple equals the list it is saved as)."""
+    old, new = (flatten(json.loads(json.dumps(tree))) for tree in (saved, current))
     return {k: (old.get(k, _MISSING), new.get(k, _MISSING)) for k in sorted(old.keys() | new.keys())
             if k not in NOT_COMPARED and old.get(k, _MISSING) != new.get(k, _MISSING)}
 

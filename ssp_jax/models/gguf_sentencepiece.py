@@ -9,7 +9,9 @@ adjacent pair whose merged piece scores highest merges first) and `tokenizer.ggm
 `sentencepiece` library loads (and so validates); `sentencepiece_tokenizer` then builds the
 equivalent `tokenizers` BPE (byte fallback, merges ranked by score, the "▁" prefix) with the
 file's special tokens and chat template, so the result behaves like every other tokenizer here
-(chat templates, `save_pretrained`).
+(chat templates, `save_pretrained`). Token ids equal transformers' own GGUF loader's; they
+equal `sentencepiece`'s too, except that a text already starting with whitespace gets no
+extra "▁" prefix (sentencepiece always adds one), as in transformers.
 """
 
 from __future__ import annotations
