@@ -44,7 +44,7 @@ PLAIN_TEXTS = [
 # transformers only.
 LEADING_SPACE_TEXTS = ["  two leading spaces", " one"]
 SPECIAL_TEXTS = ["[INST] Write a poem [/INST]", "<think>plan</think> answer", "<s>hi</s>"]
-D, F, V_EXTRA = 16, 24, PADDING
+D, F = 16, 24  # hidden size, SwiGLU width
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 import pytest
 
-from tests.test_train import tiny_config
 from ssp_jax import train as train_lib
+from tests.test_train import tiny_config
 
 
 @pytest.mark.parametrize("sampling", [
