@@ -79,3 +79,36 @@ def test_limit_below_the_template_is_a_clear_error(tokenizer):
     check_prompt_budget(tokenizer, n + 1)
     with pytest.raises(ValueError, match="template alone"):
         fit_prompt(lambda t: attacker_prompt(tokenizer, t), tokenizer, "x " * 500, n - 1)
+
+
+def test_rollout_cuts_long_goals_inside_the_template_and_counts_them():
+    import jax
+
+    from ssp_jax.data.loaders import PromptItem
+    from ssp_jax.judge.refusal import RefusalJudge
+    from ssp_jax.models import load
+    from ssp_jax.models.tiny import WORDS
+    from ssp_jax.selfplay import SelfPlayConfig, rollout
+
+    model, tok = load("tiny-random")
+    sp = SelfPlayConfig(goals_per_step=2, attacks_per_goal=2, responses_per_attack=1,
+                        attacker_max_tokens=4, defender_max_tokens=4, max_prompt_tokens=96)
+    long_goal = " ".join(WORDS * 2)  # ~200 known words: the attacker prompt overflows 96
+    goals = [PromptItem(long_goal, "test", "0"), PromptItem("Write a poem", "test", "1")]
+    judge = RefusalJudge()
+    out = rollout(model.config, model.params(), tok, judge, judge.is_refusal, sp, goals, [], [],
+                  jax.random.key(0), 256)
+    assert out.metrics["prompts_truncated"] == 1.0
+    batch = out.batches[0]
+    fitted = batch.prompt_tokens[0][batch.prompt_mask[0]].tolist()
+    full = attacker_prompt(tok, long_goal)
+    assert len(full) > 96 and len(fitted) <= 96
+    # the template's tokens: what two prompts with different one-word goals share
+    a, b = attacker_prompt(tok, "Write"), attacker_prompt(tok, "Tell")
+    n_head = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+    n_tail = len(a) - n_head - 1
+    assert n_head > 10 and n_tail > 10
+    assert fitted[:n_head] == full[:n_head]  # chat header and the brief's opening
+    assert fitted[-n_tail:] == full[-n_tail:]  # the brief's closing and the generation prompt
+    short = batch.prompt_tokens[1][batch.prompt_mask[1]].tolist()
+    assert short == attacker_prompt(tok, "Write a poem")
