@@ -13,6 +13,7 @@ import typing
 from typing import Any, Mapping
 
 from ssp_jax.data.mixture import plain_data
+from ssp_jax.judge.registry import JudgeConfig, check_judge_config
 from ssp_jax.replay import ReplayConfig
 from ssp_jax.rl.update import UpdateConfig
 from ssp_jax.selfplay import SelfPlayConfig
@@ -25,19 +26,6 @@ class ModelSection:
     max_cache_len: int = 1024  # KV-cache slots per row (prompt bucket + new tokens)
     seed: int = 0  # initialisation seed of tiny-random
     remat: bool = False  # rematerialize decoder blocks in the backward pass
-
-
-@dataclasses.dataclass(frozen=True)
-class JudgeSection:
-    name: str = "refusal"  # refusal | llm
-    model: str = ""  # llm judge model spec; "" = a frozen copy of the initial policy
-    instruction_source: str = "goal"  # goal | attack: text shown to the llm judge as the request
-    fallback_score: float = 3.0  # score of an unparsable llm verdict or a failed judge call
-    max_tokens: int = 256  # llm judge verdict length
-    batch_size: int = 16  # llm judge rows per sampler call
-    refusal_score: float = 1.0  # refusal judge: score of a refusal
-    compliance_score: float = 5.0  # refusal judge: score of a compliant answer
-    empty_score: float = 2.0  # refusal judge: score of an empty or gibberish answer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +66,7 @@ class TrainConfig:
     benign_data: dict  # benign prompts for the over-refusal guard (same shape)
     selfplay: SelfPlayConfig
     rl: UpdateConfig
-    judge: JudgeSection
+    judge: JudgeConfig
     replay: ReplayConfig
     train: TrainSection
     ckpt: CkptSection
@@ -90,8 +78,6 @@ class TrainConfig:
 _RL_REWARD_KEYS = ("attacker_weight", "defender_weight", "scale_by_std", "invalid_attack_penalty")
 _CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
-    "judge.name": ("refusal", "llm"),
-    "judge.instruction_source": ("goal", "attack"),
     "rl.aggregation": ("token", "sequence"),
     "rl.schedule": ("constant", "cosine"),
 }
@@ -99,8 +85,7 @@ _POSITIVE = ("selfplay.goals_per_step", "selfplay.attacks_per_goal",
              "selfplay.responses_per_attack", "selfplay.attacker_max_tokens",
              "selfplay.defender_max_tokens", "selfplay.max_prompt_tokens",
              "rl.micro_batches", "train.num_steps", "train.log_every", "train.sample_every",
-             "train.max_bad_steps", "ckpt.keep", "judge.max_tokens", "judge.batch_size",
-             "model.max_cache_len", "rl.learning_rate", "rl.max_grad_norm")
+             "train.max_bad_steps", "ckpt.keep", "model.max_cache_len", "rl.learning_rate", "rl.max_grad_norm")
 _NON_NEGATIVE = ("selfplay.benign_per_step", "selfplay.temperature", "selfplay.top_k",
                  "rl.warmup_steps", "rl.weight_decay", "rl.beta", "rl.clip_eps_low",
                  "rl.clip_eps_high", "selfplay.attacker_weight", "selfplay.defender_weight",
@@ -148,6 +133,10 @@ def _value(cfg: TrainConfig, path: str) -> Any:
 
 
 def _check_values(cfg: TrainConfig) -> None:
+    try:
+        check_judge_config(cfg.judge)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for path, choices in _CHOICES.items():
         if _value(cfg, path) not in choices:
             raise ConfigError(f"config field {path}={_value(cfg, path)!r}; valid: "
@@ -170,7 +159,7 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"config field model.max_cache_len={cfg.model.max_cache_len} is too small for "
             f"selfplay.max_prompt_tokens + max tokens (+ bucket slack): need ≥ {need}")
-    for score_path in ("judge.fallback_score", "judge.refusal_score", "judge.compliance_score",
+    for score_path in ("judge.refusal_score", "judge.compliance_score",
                        "judge.empty_score", "selfplay.asr_threshold"):
         if not 1 <= _value(cfg, score_path) <= 5:
             raise ConfigError(f"config field {score_path}={_value(cfg, score_path)!r} must be "
@@ -205,7 +194,7 @@ def validate(config: Any) -> TrainConfig:
     cfg = TrainConfig(
         model=_section(ModelSection, get("model"), "model"),
         data=raw["data"], benign_data=get("benign_data"),
-        selfplay=selfplay, rl=rl, judge=_section(JudgeSection, get("judge"), "judge"),
+        selfplay=selfplay, rl=rl, judge=_section(JudgeConfig, get("judge"), "judge"),
         replay=replay, train=train, ckpt=_section(CkptSection, get("ckpt"), "ckpt"),
         eval=_section(EvalSection, get("eval"), "eval"),
         mesh=_section(MeshSection, get("mesh"), "mesh"))
@@ -218,3 +207,19 @@ def validate(config: Any) -> TrainConfig:
 def to_json(cfg: TrainConfig) -> dict:
     """The resolved config as plain JSON data (saved with checkpoints and in the workdir)."""
     return dataclasses.asdict(cfg)
+
+
+def unknown_override(config: Any, path: str) -> str | None:
+    """For a command-line override `--config.PATH=...`: None when PATH names a field of
+    `config`, else one line naming the field and the valid keys where PATH goes wrong."""
+    node, parts = config, path.split(".")
+    for i, key in enumerate(parts):
+        where = ".".join(parts[:i])
+        if not isinstance(node, Mapping) and not hasattr(node, "keys"):
+            return f"config field {where} has no fields (cannot set {path})"
+        keys = sorted(node.keys())
+        if key not in keys:
+            return (f"unknown config field {path}; valid {f'{where} keys' if where else 'sections'}"
+                    f": {', '.join(keys)}")
+        node = node[key]
+    return None

@@ -52,12 +52,21 @@ def get_config() -> ml_collections.ConfigDict:
         invalid_attack_penalty=0.0,  # attacker reward of empty / refused attacks
     )
     c.judge = dict(
-        name="refusal",  # refusal | llm
-        model="",  # llm judge model; "" = frozen copy of the initial policy
-        instruction_source="goal",  # goal | attack: the request shown to the llm judge
-        fallback_score=3.0,  # score of an unparsable verdict
-        max_tokens=128,  # llm judge verdict length
-        batch_size=16,  # llm judge rows per call
+        name="refusal",  # refusal | rubric (alias llm) | llama_guard | harmbench | wildguard | strongreject
+        model="",  # judge model (any model.spec: a guard model's HF folder); "" = frozen policy copy
+        url="",  # OpenAI-compatible judge server, http://HOST:PORT/v1 (instead of judge.model)
+        remote_model="",  # model name on that server
+        api_key_env="",  # name of the environment variable holding the server's API key
+        timeout_s=60.0,  # per-request timeout of a judge server
+        max_concurrency=8,  # judge server requests in flight
+        max_retries=3,  # retries (with backoff) of a failed judge server request
+        max_excluded_fraction=0.5,  # stop the run when a step's judge fails on more rows
+        instruction_source="goal",  # goal | attack: the request shown to a model-based judge
+        scoring="probs",  # probs: verdict from answer-token probabilities | text: decode, parse
+        llama_guard_version=3,  # 3 | 4: header tokens of the llama_guard prompt
+        max_tokens=128,  # decoded verdict length (rubric, strongreject)
+        batch_size=16,  # judge rows per forward / sampler call
+        max_cache_len=1024,  # judge KV-cache slots: longest judge prompt + verdict
         refusal_score=1.0,  # refusal judge: score of a refusal
         compliance_score=5.0,  # refusal judge: score of anything else
         empty_score=2.0,  # refusal judge: score of an empty or gibberish answer
@@ -107,8 +116,12 @@ def large_model_config(spec: str) -> ml_collections.ConfigDict:
     c.rl.warmup_steps = 10
     c.rl.beta = 0.01
     c.rl.micro_batches = 8
-    c.judge.name = "llm"  # a frozen copy of the initial policy; set judge.model for another
+    # a guard model judges, not the policy itself (other choices: "harmbench" with a folder of
+    # HarmBench-Llama-2-13b-cls, "wildguard" with one of WildGuard, or judge.url for a server)
+    c.judge.name = "llama_guard"
+    c.judge.model = "~/models/Llama-Guard-3-8B"  # local HF folder of the guard model
     c.judge.max_tokens = 256
+    c.judge.max_cache_len = 2048
     c.replay.capacity = 4096
     c.replay.replay_per_step = 8
     c.train.num_steps = 500

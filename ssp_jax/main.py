@@ -6,18 +6,45 @@
 
 import logging
 import sys
+from typing import Sequence
 
 import jax
 from absl import app, flags
 from absl import logging as absl_logging
 from ml_collections import config_flags
+from ml_collections.config_flags import config_flags as config_file
 
-from ssp_jax import distributed, train
+from ssp_jax import cli, distributed, train
+from ssp_jax.config import unknown_override
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, samples.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl flag parsing; an override of a field the config does not have is a user error
+    naming the field and the valid keys (ml_collections raises a bare AttributeError)."""
+    try:
+        return flags.FLAGS(list(argv))
+    except (AttributeError, KeyError, TypeError):
+        overrides = [a[len("--config."):].split("=", 1)[0] for a in argv
+                     if a.startswith("--config.")]
+        config = config_file.ConfigFileFlagParser(name="config").parse(_config_path(argv))
+        for path in overrides:
+            if message := unknown_override(config, path):
+                raise cli.UserError(message) from None
+        raise
+
+
+def _config_path(argv: Sequence[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    raise cli.UserError("--config is required")
 
 
 def main(argv: list[str]) -> int:
@@ -28,13 +55,9 @@ def main(argv: list[str]) -> int:
     distributed.initialize()
     if jax.process_index() != 0:  # one console log per job
         logging.getLogger("ssp_jax").setLevel(logging.WARNING)
-    try:
-        train.train(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, FileNotFoundError, train.TrainingDiverged) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    train.train(_CONFIG.value, _WORKDIR.value)
     return 0
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(lambda argv: app.run(main, argv=[sys.argv[0], *argv], flags_parser=parse_flags))

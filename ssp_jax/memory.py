@@ -52,8 +52,8 @@ def estimate(cfg: TrainConfig, shape: ModelConfig) -> dict[str, float]:
     p_bytes = _BYTES[cfg.model.dtype]
     n = shape.num_params
     params = n * p_bytes * (2 if cfg.rl.beta > 0 else 1)  # + frozen reference for the KL
-    if cfg.judge.name == "llm" and not cfg.judge.model:
-        params += n * p_bytes  # the judge's frozen policy copy
+    if cfg.judge.model_based and not (cfg.judge.model or cfg.judge.url) and not cfg.rl.beta > 0:
+        params += n * p_bytes  # the judge's frozen policy copy (else shared with the KL reference)
     optimizer = n * (4 + 4)  # Adam moments in float32
     grads = n * 4  # float32 accumulation
     rows_sampled = max(sp.goals_per_step * sp.attacks_per_goal,

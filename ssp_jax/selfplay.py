@@ -80,11 +80,14 @@ class Rollout:
     goals: list[str]  # [G * A * R] goal of each fresh defender row
     attacks: list[str]  # [G * A * R] attack text of each fresh defender row
     responses: list[str]  # [G * A * R]
-    scores: np.ndarray  # [G * A * R] judge scores of fresh rows
-    r_def: np.ndarray  # [G * A * R]
+    scores: np.ndarray  # [G * A * R] judge scores of fresh rows (NaN where excluded)
+    r_def: np.ndarray  # [G * A * R] (NaN where excluded)
+    excluded: np.ndarray  # [G * A * R] bool, fresh rows the judge failed on
     replay_responses: list[str]  # [k * R]
     replay_scores: np.ndarray  # [k * R]
     replay_r_def: np.ndarray  # [k * R]
+    replay_excluded: np.ndarray  # [k * R] bool
+    judge_error: str | None  # the judge's last error this step (None when no row failed)
     reasons: list[str]
     metrics: dict[str, float]
     timings: dict[str, float]
@@ -101,12 +104,12 @@ def _sample(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, prompts: lis
 
 
 def _pack(prompts: list[list[int]], completions: list[list[int]], logps: list[np.ndarray],
-          advantages: np.ndarray, weight: float, group_size: int, num_groups: int,
+          advantages: np.ndarray, weights: np.ndarray, group_size: int, num_groups: int,
           max_tokens: int, sp: SelfPlayConfig, pad_id: int) -> TrainBatch:
     """One role's groups: prompts padded to the length bucket of the longest, completions to
-    the role's generation limit (a fixed shape, so it adds no compilations)."""
-    return pack_groups(prompts, completions, logps, advantages,
-                       np.full(len(completions), weight, np.float32), group_size=group_size,
+    the role's generation limit (a fixed shape, so it adds no compilations). weights: `[N]`
+    f32 row loss weights (0 for rows the judge failed on)."""
+    return pack_groups(prompts, completions, logps, advantages, weights, group_size=group_size,
                        num_groups=num_groups,
                        prompt_length=bucket_length(max(map(len, prompts)), sp.max_prompt_tokens),
                        completion_length=max_tokens, pad_id=pad_id)
@@ -116,6 +119,29 @@ def _stats(x: np.ndarray, prefix: str) -> dict[str, float]:
     if len(x) == 0:
         return {}
     return {f"{prefix}_mean": float(np.mean(x)), f"{prefix}_std": float(np.std(x))}
+
+
+def _mean(x: np.ndarray) -> float:
+    """Mean, NaN for no rows (every row excluded)."""
+    return float(np.mean(x)) if len(x) else float("nan")
+
+
+def judged_rewards(scores: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(r_att, r_def) `[N]` f32 from judge scores `[N]`; NaN on excluded rows `[N]` bool (a
+    failed judgement earns neither role anything)."""
+    r_att, r_def = reward_lib.attacker_defender_rewards(np.where(excluded, 1.0, scores))
+    return np.where(excluded, np.nan, r_att), np.where(excluded, np.nan, r_def)
+
+
+def kept_group_advantages(rewards: np.ndarray, group_ids: np.ndarray, keep: np.ndarray,
+                          scale_by_std: bool) -> np.ndarray:
+    """Group advantages `[N]` f32 over the kept rows only: an excluded row gets 0 and does not
+    move its group's mean or std. rewards `[N]` (anything on excluded rows), group_ids `[N]`
+    int, keep `[N]` bool."""
+    adv = np.zeros(len(rewards), np.float32)
+    adv[keep] = adv_lib.group_advantages(np.asarray(rewards)[keep], np.asarray(group_ids)[keep],
+                                         scale_by_std=scale_by_std)
+    return adv
 
 
 def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge,
@@ -159,16 +185,20 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
     benign_refused = np.array([is_refusal(t) for t in responses[n_fresh + n_replay:]], bool)
     timings["judge"] = time.perf_counter() - t0
 
-    scores = verdict.scores
-    r_att_rows, r_def = reward_lib.attacker_defender_rewards(scores)
+    scores, excluded = verdict.scores, verdict.excluded
+    r_att_rows, r_def = judged_rewards(scores, excluded)
     invalid = np.array([reward_lib.attack_is_invalid(t, min_chars=sp.min_attack_chars,
                                                      is_refusal=is_refusal) for t in attacks])
-    r_att = reward_lib.apply_attacker_penalty(
-        r_att_rows[:n_fresh].reshape(G * A, R).mean(axis=1), invalid, sp.invalid_attack_penalty)
+    # an attack's reward: the mean over its judged responses; none judged and valid = excluded
+    judged = ~excluded[:n_fresh].reshape(G * A, R)
+    att_mean = np.where(judged, r_att_rows[:n_fresh].reshape(G * A, R), 0.0).sum(axis=1) \
+        / np.maximum(judged.sum(axis=1), 1)
+    att_keep = judged.any(axis=1) | invalid
+    r_att = reward_lib.apply_attacker_penalty(att_mean, invalid, sp.invalid_attack_penalty)
     r_benign = reward_lib.benign_rewards(benign_refused)
 
-    att_adv = adv_lib.group_advantages(r_att, np.repeat(np.arange(G), A),
-                                       scale_by_std=sp.scale_by_std)
+    att_adv = kept_group_advantages(r_att, np.repeat(np.arange(G), A), att_keep,
+                                    sp.scale_by_std)
     # defender groups: per attack / item / benign prompt when R > 1, else per goal /
     # all replay rows / all benign rows; ids are offset so the three kinds never mix
     rows = np.arange(len(def_texts) * R)
@@ -177,28 +207,30 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
         per_prompt = np.where(rows < n_fresh, rows // A, np.where(
             rows < n_fresh + n_replay, G, G + 1))
     def_rewards = np.concatenate([r_def, r_benign]).astype(np.float32)
-    def_adv = adv_lib.group_advantages(def_rewards, per_prompt, scale_by_std=sp.scale_by_std)
+    def_keep = np.concatenate([~excluded, np.ones(len(r_benign), bool)])
+    def_adv = kept_group_advantages(def_rewards, per_prompt, def_keep, sp.scale_by_std)
 
     batches = tuple(
-        _pack(list(prompts), gen.tokens, gen.logprobs, adv, weight, size, groups, max_tokens,
-              sp, tokenizer.pad_id)
-        for prompts, gen, adv, weight, size, groups, max_tokens in (
-            (att_prompts, att, att_adv, sp.attacker_weight, A, sp.num_groups[0],
+        _pack(list(prompts), gen.tokens, gen.logprobs, adv,
+              np.where(keep, np.float32(weight), np.float32(0.0)), size, groups, max_tokens, sp,
+              tokenizer.pad_id)
+        for prompts, gen, adv, keep, weight, size, groups, max_tokens in (
+            (att_prompts, att, att_adv, att_keep, sp.attacker_weight, A, sp.num_groups[0],
              sp.attacker_max_tokens),
-            (def_prompts, dfn, def_adv, sp.defender_weight, R, sp.num_groups[1],
+            (def_prompts, dfn, def_adv, def_keep, sp.defender_weight, R, sp.num_groups[1],
              sp.defender_max_tokens)))
 
-    fresh_scores = scores[:n_fresh]
+    fresh_scores, fresh_keep = scores[:n_fresh], ~excluded[:n_fresh]
     replay_scores = scores[n_fresh:]
     fresh_refused = np.array([is_refusal(t) for t in responses[:n_fresh]], bool)
     metrics = {
-        **_stats(r_att, "attacker/reward"),
-        **_stats(r_def[:n_fresh], "defender/reward"),
-        "attack_success_rate": float(np.mean(fresh_scores >= sp.asr_threshold)),
+        **_stats(r_att[att_keep], "attacker/reward"),
+        **_stats(r_def[:n_fresh][fresh_keep], "defender/reward"),
+        "attack_success_rate": _mean(fresh_scores[fresh_keep] >= sp.asr_threshold),
         "refusal_rate": float(np.mean(fresh_refused)),
-        "judge/score_mean": float(np.mean(fresh_scores)),
-        "judge/parse_failures": float(verdict.parse_failures),
-        "judge/errors": float(verdict.errors),
+        "judge/score_mean": _mean(fresh_scores[fresh_keep]),
+        "judge/excluded": float(verdict.num_excluded),
+        "judge/rows": float(len(excluded)),
         "attacker/invalid_rate": float(np.mean(invalid)),
         "attacker/mean_tokens": float(np.mean([len(t) for t in att.tokens])),
         "defender/mean_tokens": float(np.mean([len(t) for t in dfn.tokens])),
@@ -208,12 +240,13 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
         "train/defender_prompt_length": float(batches[1].prompt_tokens.shape[1]),
     }
     if n_replay:
-        metrics["replay/defender_reward"] = float(np.mean(r_def[n_fresh:]))
+        metrics["replay/defender_reward"] = _mean(r_def[n_fresh:][~excluded[n_fresh:]])
     if len(benign):
         metrics["benign/refusal_rate"] = float(np.mean(benign_refused))
     return Rollout(
         batches=batches, goals=fresh_goals, attacks=fresh_attacks, responses=responses[:n_fresh],
-        scores=fresh_scores, r_def=r_def[:n_fresh],
+        scores=fresh_scores, r_def=r_def[:n_fresh], excluded=excluded[:n_fresh],
         replay_responses=responses[n_fresh:n_fresh + n_replay], replay_scores=replay_scores,
-        replay_r_def=r_def[n_fresh:], reasons=verdict.reasons, metrics=metrics,
+        replay_r_def=r_def[n_fresh:], replay_excluded=excluded[n_fresh:],
+        judge_error=verdict.last_error, reasons=verdict.reasons, metrics=metrics,
         timings=timings, num_tokens=att.num_tokens + dfn.num_tokens)

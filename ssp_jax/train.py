@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from tqdm import tqdm
 
 from ssp_jax import sharding
@@ -25,20 +26,17 @@ from ssp_jax.checkpoint import Checkpointer, abstract_like, restore_from_path
 from ssp_jax.config import TrainConfig, to_json, validate
 from ssp_jax.data.mixture import GoalMixture, from_config
 from ssp_jax.evaluate.runner import evaluate_goals
-from ssp_jax.judge.base import Judge
+from ssp_jax.cli import UserError
+from ssp_jax.judge.base import JudgeFailed
 from ssp_jax.judge.refusal import RefusalJudge
-from ssp_jax.judge.registry import make_judge
+from ssp_jax.judge.registry import JudgeModel, check_judge_cache, make_judge
 from ssp_jax.metrics import MetricsWriter, read_metrics
 from ssp_jax.models import load
-from ssp_jax.models.config import ModelConfig
-from ssp_jax.models.tokenizer import Tokenizer
-from ssp_jax.models.transformer import Params
 from ssp_jax.replay import ReplayPool
 from ssp_jax.resume import check_resume_config
 from ssp_jax.roles import check_prompt_budget
 from ssp_jax.rl.batch import TrainBatch
 from ssp_jax.rl.update import TrainState, init_train_state, make_optimizer, make_train_step
-from ssp_jax.rollout.chat import chat_completions
 from ssp_jax.selfplay import rollout
 
 log = logging.getLogger(__name__)
@@ -50,7 +48,7 @@ SUMMARY_KEYS = ("attack_success_rate", "attacker/reward_mean", "defender/reward_
                 "refusal_rate")
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(UserError):
     """Too many consecutive updates with a non-finite loss or gradient."""
 
 
@@ -67,28 +65,6 @@ class _Preemption:
 
     def restore(self) -> None:
         signal.signal(signal.SIGTERM, self._previous)
-
-
-def build_judge(cfg: TrainConfig, model_cfg: ModelConfig, policy_params: Params,
-                tokenizer: Tokenizer) -> Judge:
-    """The configured judge; the llm judge runs a separate model or a frozen policy copy."""
-    j = cfg.judge
-    if j.name == "refusal":
-        return make_judge("refusal", refusal_score=j.refusal_score,
-                          compliance_score=j.compliance_score, empty_score=j.empty_score)
-    if j.model:
-        judge_model, judge_tok = load(j.model, dtype=cfg.model.dtype)
-        judge_cfg, judge_params = judge_model.config, judge_model.params()
-    else:
-        judge_cfg, judge_tok = model_cfg, tokenizer
-        judge_params = jax.tree.map(jnp.copy, policy_params)
-
-    def generate_fn(conversations: list[list[dict]]) -> list[str]:
-        return chat_completions(judge_cfg, judge_params, judge_tok, conversations, j.max_tokens,
-                                batch_size=j.batch_size, max_cache_len=cfg.model.max_cache_len)
-
-    return make_judge("llm", generate_fn=generate_fn, instruction_source=j.instruction_source,
-                      fallback_score=j.fallback_score, batch_size=j.batch_size)
 
 
 def _summary(records: list[dict]) -> dict[str, dict[str, float | None]]:
@@ -131,7 +107,22 @@ class Trainer:
         self.optimizer = make_optimizer(cfg.rl)
         state = jax.jit(lambda p: init_train_state(p, self.optimizer))(params)
         self.ref_params = jax.tree.map(jnp.copy, params) if cfg.rl.beta > 0 else None
-        self.judge = build_judge(cfg, self.model_cfg, params, self.tokenizer)
+
+        def frozen_policy() -> JudgeModel:  # one frozen copy serves the KL and the judge
+            frozen = self.ref_params if self.ref_params is not None else jax.tree.map(
+                jnp.copy, params)
+            return JudgeModel(self.model_cfg, frozen, self.tokenizer)
+
+        self.judge = make_judge(cfg.judge, frozen_policy=frozen_policy, mesh=self.mesh,
+                                dtype=cfg.model.dtype)
+        check_judge_cache(
+            self.judge, response_tokens=cfg.selfplay.defender_max_tokens,
+            response_field="selfplay.defender_max_tokens",
+            **({"request_tokens": cfg.selfplay.max_prompt_tokens,
+                "request_field": "selfplay.max_prompt_tokens"}
+               if cfg.judge.instruction_source == "goal" else
+               {"request_tokens": cfg.selfplay.attacker_max_tokens,
+                "request_field": "selfplay.attacker_max_tokens"}))
         self.is_refusal = RefusalJudge().is_refusal
         self.pool = ReplayPool(cfg.replay)
         self.bad_steps = 0
@@ -188,16 +179,26 @@ class Trainer:
         key = jax.random.fold_in(jax.random.key(cfg.train.seed), step)
         ro = rollout(self.model_cfg, self.state.params, self.tokenizer, self.judge,
                      self.is_refusal, sp, goals, replay, benign, key, cfg.model.max_cache_len)
+        failed, rows = ro.metrics["judge/excluded"], ro.metrics["judge/rows"]
+        if failed > cfg.judge.max_excluded_fraction * rows:
+            raise JudgeFailed(
+                f"the judge ({self.judge.describe}) failed on {failed:.0f} of {rows:.0f} rows at "
+                f"step {step}, more than judge.max_excluded_fraction="
+                f"{cfg.judge.max_excluded_fraction}; last error: {ro.judge_error}")
         t0 = time.perf_counter()
         batches = jax.tree.map(sharding.put_global, ro.batches, self.batch_shardings)
         self.state, update_metrics = self.train_step(self.state, self.ref_params, batches)
         update_metrics = jax.tree.map(sharding.to_host, update_metrics)
         ro.timings["update"] = time.perf_counter() - t0
         R = sp.responses_per_attack
-        if replay:
-            self.pool.update(step, [item.item_id for item in replay for _ in range(R)],
-                             ro.replay_responses, ro.replay_scores, ro.replay_r_def)
-        self.pool.admit(step, ro.goals, ro.attacks, ro.responses, ro.scores, ro.r_def)
+        if replay:  # rows the judge failed on neither update nor enter the pool
+            kept = np.flatnonzero(~ro.replay_excluded)
+            ids = [item.item_id for item in replay for _ in range(R)]
+            self.pool.update(step, [ids[i] for i in kept], [ro.replay_responses[i] for i in kept],
+                             ro.replay_scores[kept], ro.replay_r_def[kept])
+        kept = np.flatnonzero(~ro.excluded)
+        self.pool.admit(step, [ro.goals[i] for i in kept], [ro.attacks[i] for i in kept],
+                        [ro.responses[i] for i in kept], ro.scores[kept], ro.r_def[kept])
         skipped = bool(update_metrics["update_skipped"])
         self.bad_steps = self.bad_steps + 1 if skipped else 0
         elapsed = time.perf_counter() - t_start
@@ -252,10 +253,12 @@ class Trainer:
                 step += 1
                 bar.update(1)
                 bar.set_postfix(asr=f"{metrics['attack_success_rate']:.2f}",
-                                r_def=f"{metrics['defender/reward_mean']:.2f}")
+                                excluded=f"{metrics['judge/excluded']:.0f}",
+                                r_def=f"{metrics.get('defender/reward_mean', float('nan')):.2f}")
                 if step % cfg.train.log_every == 0:
-                    log.info("step %d: %s", step - 1, ", ".join(
-                        f"{k}={metrics[k]:.3f}" for k in SUMMARY_KEYS if k in metrics))
+                    log.info("step %d: %s (judge excluded %d of %d rows)", step - 1, ", ".join(
+                        f"{k}={metrics[k]:.3f}" for k in SUMMARY_KEYS if k in metrics),
+                        metrics["judge/excluded"], metrics["judge/rows"])
                 if cfg.eval.every_steps and step % cfg.eval.every_steps == 0:
                     self.evaluate(step - 1)
                 if cfg.ckpt.every_steps and step % cfg.ckpt.every_steps == 0:

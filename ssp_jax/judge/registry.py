@@ -1,29 +1,160 @@
-"""Judges by name: `make_judge("refusal")`, `make_judge("llm", generate_fn=...)`."""
+"""The one judge factory, used by training, evaluation and calibration: `make_judge(config)`
+builds the refusal detector, or a judge format on a model in this process (`judge.model`, or
+the frozen policy) or on an OpenAI-compatible server (`judge.url`)."""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import os
+from typing import Callable, NamedTuple
 
+from jax.sharding import Mesh
+
+from ssp_jax import sharding
 from ssp_jax.judge.base import Judge
-from ssp_jax.judge.llm_judge import LLMJudge
+from ssp_jax.judge.formats.base import JudgeFormat
+from ssp_jax.judge.formats.harmbench import HarmBench
+from ssp_jax.judge.formats.llama_guard import LlamaGuard
+from ssp_jax.judge.formats.rubric import Rubric
+from ssp_jax.judge.formats.strongreject import StrongReject
+from ssp_jax.judge.formats.wildguard import WildGuard
+from ssp_jax.judge.local import LocalBackend
+from ssp_jax.judge.model_judge import SCORINGS, ModelJudge
 from ssp_jax.judge.refusal import RefusalJudge
+from ssp_jax.models.config import ModelConfig
+from ssp_jax.models.tokenizer import Tokenizer
+from ssp_jax.models.transformer import Params
 
-JUDGES: dict[str, type[Judge]] = {"refusal": RefusalJudge, "llm": LLMJudge}
+
+@dataclasses.dataclass(frozen=True)
+class JudgeConfig:
+    """The `judge` config section (defaults and comments: ssp_jax/default_config.py)."""
+
+    name: str = "refusal"
+    model: str = ""
+    url: str = ""
+    remote_model: str = ""
+    api_key_env: str = ""
+    timeout_s: float = 60.0
+    max_concurrency: int = 8
+    max_retries: int = 3
+    max_excluded_fraction: float = 0.5
+    instruction_source: str = "goal"
+    scoring: str = "probs"
+    llama_guard_version: int = 3
+    max_tokens: int = 256
+    batch_size: int = 16
+    max_cache_len: int = 2048
+    refusal_score: float = 1.0
+    compliance_score: float = 5.0
+    empty_score: float = 2.0
+
+    @property
+    def model_based(self) -> bool:
+        return self.name != "refusal"
 
 
-def make_judge(name: str, **kwargs: Any) -> Judge:
-    """Builds the judge called `name` with its dataclass fields as keyword arguments; raises
-    ValueError for an unknown name, an unknown argument, or "llm" without `generate_fn`."""
-    if name not in JUDGES:
-        raise ValueError(f"unknown judge {name!r}; valid names: {', '.join(JUDGES)}")
-    cls = JUDGES[name]
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(kwargs) - set(fields))
-    if unknown:
-        raise ValueError(f"judge {name!r} got unknown argument(s) {', '.join(unknown)}; "
-                         f"valid: {', '.join(fields)}")
-    if cls is LLMJudge and kwargs.get("generate_fn") is None:
-        raise ValueError("judge 'llm' needs generate_fn: a function mapping a batch of chat "
-                         "message lists to judge completions")
-    return cls(**kwargs)
+FORMATS: dict[str, Callable[[JudgeConfig], JudgeFormat]] = {
+    "rubric": lambda c: Rubric(c.max_tokens),
+    "llm": lambda c: Rubric(c.max_tokens),  # the rubric's former name
+    "llama_guard": lambda c: LlamaGuard(c.llama_guard_version),
+    "harmbench": lambda c: HarmBench(),
+    "wildguard": lambda c: WildGuard(),
+    "strongreject": lambda c: StrongReject(c.max_tokens),
+}
+JUDGE_NAMES = ("refusal", *FORMATS)
+
+
+class JudgeModel(NamedTuple):
+    """A model to judge with: its config, parameters and tokenizer."""
+
+    cfg: ModelConfig
+    params: Params
+    tokenizer: Tokenizer
+
+
+def check_judge_config(c: JudgeConfig) -> None:
+    """Raises ValueError naming the `judge.*` field of a bad value."""
+    choices = {"name": JUDGE_NAMES, "instruction_source": ("goal", "attack"),
+               "scoring": SCORINGS, "llama_guard_version": (3, 4)}
+    for field, valid in choices.items():
+        if getattr(c, field) not in valid:
+            raise ValueError(f"config field judge.{field}={getattr(c, field)!r}; valid: "
+                             f"{', '.join(map(str, valid))}")
+    if c.model and c.url:
+        raise ValueError(f"judge.model={c.model!r} and judge.url={c.url!r} are both set; a "
+                         "judge runs in this process or on a server, not both")
+    if c.url and not c.remote_model:
+        raise ValueError("judge.url needs judge.remote_model, the model name the server serves")
+    if not 0 <= c.max_excluded_fraction <= 1:
+        raise ValueError(f"config field judge.max_excluded_fraction={c.max_excluded_fraction!r} "
+                         "must be in [0, 1]")
+    for field in ("timeout_s", "max_concurrency", "max_tokens", "batch_size", "max_cache_len"):
+        if not getattr(c, field) > 0:
+            raise ValueError(f"config field judge.{field}={getattr(c, field)!r} must be > 0")
+    if c.max_retries < 0:
+        raise ValueError(f"config field judge.max_retries={c.max_retries!r} must be ≥ 0")
+
+
+def _remote_backend(c: JudgeConfig):
+    from ssp_jax.judge.remote import RemoteBackend  # only when a server is configured
+
+    api_key = None
+    if c.api_key_env:
+        api_key = os.environ.get(c.api_key_env)
+        if not api_key:
+            raise ValueError(f"judge.api_key_env names the environment variable "
+                             f"{c.api_key_env}, which is not set")
+    backend = RemoteBackend(c.url, c.remote_model, api_key=api_key, timeout_s=c.timeout_s,
+                            max_concurrency=c.max_concurrency, max_retries=c.max_retries)
+    backend.check()
+    return backend
+
+
+def make_judge(c: JudgeConfig, *, frozen_policy: Callable[[], JudgeModel] | None = None,
+               mesh: Mesh | None = None, dtype: str = "float32") -> Judge:
+    """The judge `c` describes. A model-based judge runs on `c.url`, else on `c.model` (loaded
+    in `dtype`, on `mesh` by the training rule table), else on `frozen_policy()` (called only
+    then); without any of them it is a ValueError."""
+    check_judge_config(c)
+    if not c.model_based:
+        return RefusalJudge(refusal_score=c.refusal_score, compliance_score=c.compliance_score,
+                            empty_score=c.empty_score)
+    if c.url:
+        backend = _remote_backend(c)
+    else:
+        if c.model:
+            from ssp_jax.models import load
+
+            model, tokenizer = load(c.model, dtype=dtype, mesh=mesh, rules=sharding.TRAIN_RULES)
+            judge_model = JudgeModel(model.config, model.params(), tokenizer)
+            describe = f"model:{c.model}"
+        elif frozen_policy is not None:
+            judge_model, describe = frozen_policy(), "model:frozen policy"
+        else:
+            raise ValueError(f"judge {c.name!r} needs a judge model: set judge.model (a model "
+                             "spec) or judge.url (a server)")
+        backend = LocalBackend(*judge_model, max_cache_len=c.max_cache_len,
+                               batch_size=c.batch_size, describe=describe)
+    return ModelJudge(FORMATS[c.name](c), backend, instruction_source=c.instruction_source,
+                      scoring=c.scoring)
+
+
+def check_judge_cache(judge: Judge, *, request_tokens: int, request_field: str,
+                      response_tokens: int, response_field: str) -> None:
+    """Checks that the longest judge prompt (format text + request + response) plus the verdict
+    fits a local judge's cache; else ValueError naming the fields to change. Servers and the
+    refusal judge have no cache to check."""
+    if not (isinstance(judge, ModelJudge) and isinstance(judge.backend, LocalBackend)):
+        return
+    backend, fmt = judge.backend, judge.format
+    overhead = backend.count_tokens(fmt.prompt("", ""))
+    verdict = fmt.verdict_tokens(judge.scoring)
+    need = overhead + request_tokens + response_tokens + verdict
+    if need > backend.max_cache_len:
+        raise ValueError(
+            f"the longest {fmt.name} judge prompt does not fit the judge cache: format text "
+            f"{overhead} + request {request_tokens} ({request_field}) + response "
+            f"{response_tokens} ({response_field}) + verdict {verdict} (judge.max_tokens for "
+            f"decoded verdicts) = {need} tokens > judge.max_cache_len={backend.max_cache_len}; "
+            f"raise judge.max_cache_len or lower {request_field} / {response_field}")

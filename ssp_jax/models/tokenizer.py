@@ -128,7 +128,12 @@ class Tokenizer:
     ) -> list[int]:
         """Token ids of the rendered chat; BOS is prepended only if the tokenizer normally adds
         one and the template did not already write it."""
-        ids = self.encode(self.apply_chat_template(messages, add_generation_prompt))
+        return self.encode_prompt(self.apply_chat_template(messages, add_generation_prompt))
+
+    def encode_prompt(self, text: str) -> list[int]:
+        """Token ids of a rendered prompt (special-token strings parsed); BOS is prepended only
+        if the tokenizer normally adds one and `text` does not already start with it."""
+        ids = self.encode(text)
         bos = self.hf.bos_token_id
         if self._prepends_bos and (not ids or ids[0] != bos):
             ids = [int(bos), *ids]

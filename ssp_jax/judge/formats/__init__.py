@@ -1,0 +1,1 @@
+"""Judge formats, one module each: rubric, llama_guard, harmbench, wildguard, strongreject."""
