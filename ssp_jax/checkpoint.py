@@ -10,6 +10,7 @@ fails to read is skipped with a warning and the next older one is tried.
 
 from __future__ import annotations
 
+import json
 import logging
 import pathlib
 import shutil
@@ -18,6 +19,9 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+from ssp_jax.models import Tokenizer, Transformer, load, model_from_params
+from ssp_jax.rl.update import UpdateConfig, init_train_state, make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -94,3 +98,26 @@ def abstract_like(tree: Any) -> Any:
     """Shape/dtype/sharding structs of a pytree of arrays (restore targets)."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
                         tree)
+
+
+def read_saved_config(checkpoint: pathlib.Path) -> dict:
+    """The resolved training config stored in a checkpoint's metadata."""
+    meta_file = checkpoint / "meta" / "metadata"
+    if not meta_file.exists():
+        raise FileNotFoundError(f"{checkpoint} is not a checkpoint step folder of ssp_jax "
+                                f"(no {meta_file.relative_to(checkpoint)})")
+    return json.loads(meta_file.read_text())["config"]
+
+
+def load_checkpoint(checkpoint: str | pathlib.Path) -> tuple[Transformer, Tokenizer, int]:
+    """The trained model of a checkpoint step folder, its tokenizer and the step."""
+    ckpt = pathlib.Path(checkpoint).expanduser().absolute()
+    saved = read_saved_config(ckpt)
+    model_cfg = saved["model"]
+    model, tokenizer = load(model_cfg["spec"], dtype=model_cfg["dtype"], seed=model_cfg["seed"])
+    # the restore target: the train state the run saved, from its own optimizer settings
+    optimizer = make_optimizer(UpdateConfig(**saved["rl"]))
+    state = jax.eval_shape(lambda p: init_train_state(p, optimizer), model.params())
+    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), state)
+    step, restored, _, _ = restore_from_path(str(ckpt), state)
+    return model_from_params(model.config, restored.params), tokenizer, step

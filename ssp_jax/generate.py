@@ -15,6 +15,7 @@ import time
 
 import jax
 
+from ssp_jax import cli
 from ssp_jax.models import load
 from ssp_jax.rollout import generate
 
@@ -62,11 +63,7 @@ class CompileTimer:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        model, tokenizer = load(args.model, dtype=args.dtype)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    model, tokenizer = load(args.model, dtype=args.dtype)
     prompts = [tokenizer.chat_prompt(p, system=args.system) for p in args.prompt]
     start = time.perf_counter()
     with CompileTimer() as compile_timer:
@@ -86,4 +83,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -4,6 +4,11 @@
       --benchmark harmbench=data/harmbench/harmbench_behaviors_text_val.csv \\
       --benchmark xstest=data/xstest/xstest_prompts.csv --judge refusal --out eval/ --limit 20
   python -m ssp_jax.evaluate calibrate --judge refusal --completions xstest_v2_completions_*.csv
+  python -m ssp_jax.evaluate --model M --benchmark ... --judge llama_guard \
+      --judge-model ~/models/Llama-Guard-3-8B --out eval/
+
+A model-based judge is one fixed judge for every model compared: --judge-model SPEC or
+--judge-url URL --judge-remote-model NAME; --judge-model self lets each model judge itself.
   python -m ssp_jax.evaluate plot-run --metrics runs/demo/metrics.jsonl --out eval/
 
 Benchmarks are NAME=PATH; the kind (harmbench, advbench, xstest) is read from the CSV header,
@@ -17,20 +22,21 @@ import argparse
 import csv
 import json
 import pathlib
-import sys
 
 from tqdm import tqdm
 
+from ssp_jax import cli
+from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.data import loaders
 from ssp_jax.evaluate.report import plot_comparison, plot_training_curves, write_results
 from ssp_jax.evaluate.runner import MODES, evaluate_model
-from ssp_jax.export import load_checkpoint
+from ssp_jax.judge.base import Judge
 from ssp_jax.judge.calibration import calibrate, format_report
 from ssp_jax.judge.refusal import RefusalJudge
-from ssp_jax.judge.registry import make_judge
+from ssp_jax.judge.registry import (JUDGE_NAMES, JudgeConfig, JudgeModel, check_judge_cache,
+                                    make_judge)
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import load
-from ssp_jax.rollout.chat import chat_completions
 
 HEADERS = {"harmbench": {"Behavior", "FunctionalCategory"}, "advbench": {"goal", "target"},
            "xstest": {"prompt", "type", "label"}}
@@ -75,6 +81,50 @@ def parse_benchmark(spec: str, limit: int | None) -> tuple[str, str, list]:
     return name, kind, items[:limit] if limit else items
 
 
+SELF = "self"  # --judge-model self: each model judges its own answers
+
+
+def add_judge_args(p: argparse.ArgumentParser) -> None:
+    """The judge flags shared by evaluation and calibration (defaults: JudgeConfig's)."""
+    d = JudgeConfig()
+    p.add_argument("--judge", choices=JUDGE_NAMES, default=d.name)
+    p.add_argument("--judge-model", default="", help="judge model spec (a guard model's folder)")
+    p.add_argument("--judge-url", default="", help="OpenAI-compatible judge server .../v1")
+    p.add_argument("--judge-remote-model", default="", help="model name on that server")
+    p.add_argument("--judge-api-key-env", default="", help="env variable with its API key")
+    p.add_argument("--judge-max-cache-len", type=int, default=d.max_cache_len)
+    p.add_argument("--judge-max-tokens", type=int, default=d.max_tokens,
+                   help="decoded verdict length (rubric, strongreject)")
+    p.add_argument("--judge-scoring", choices=["probs", "text"], default=d.scoring)
+    p.add_argument("--instruction-source", choices=["goal", "attack"],
+                   default=d.instruction_source)
+
+
+def judge_config(args: argparse.Namespace, *, allow_self: bool) -> JudgeConfig:
+    """The judge section the flags describe; a model-based judge must be named."""
+    c = JudgeConfig(name=args.judge, model="" if args.judge_model == SELF else args.judge_model,
+                    url=args.judge_url, remote_model=args.judge_remote_model,
+                    api_key_env=args.judge_api_key_env, max_cache_len=args.judge_max_cache_len,
+                    max_tokens=args.judge_max_tokens, scoring=args.judge_scoring,
+                    instruction_source=args.instruction_source, batch_size=args.batch_size)
+    if c.model_based and not (args.judge_model or args.judge_url):
+        raise ValueError(f"--judge {args.judge} needs a fixed judge: --judge-model SPEC or "
+                         "--judge-url URL" + (f" (or --judge-model {SELF} to let each model "
+                                              "judge itself)" if allow_self else ""))
+    if args.judge_model == SELF and not allow_self:
+        raise ValueError(f"--judge-model {SELF} has no model to judge with here; give a spec")
+    return c
+
+
+def judge_record(c: JudgeConfig) -> dict[str, str]:
+    """What results record about the judge: its format and its model or server."""
+    if not c.model_based:
+        return {"format": c.name}
+    if c.url:
+        return {"format": c.name, "url": c.url, "model": c.remote_model}
+    return {"format": c.name, "model": c.model or f"{SELF} (each model judges itself)"}
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m ssp_jax.evaluate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,9 +132,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--checkpoint", action="append", default=[],
                    help="checkpoint step folder (repeatable)")
     p.add_argument("--benchmark", action="append", required=True, help="NAME=PATH")
-    p.add_argument("--judge", choices=["refusal", "llm"], default="refusal")
-    p.add_argument("--judge-model", default="", help="llm judge model (default: each model)")
-    p.add_argument("--instruction-source", choices=["goal", "attack"], default="goal")
+    add_judge_args(p)
     p.add_argument("--out", required=True, type=pathlib.Path)
     p.add_argument("--limit", type=int, default=None, help="first N items per benchmark")
     p.add_argument("--modes", default=",".join(MODES), help="direct,self-attack")
@@ -95,18 +143,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_judge(name: str, judge_model: str, model, tokenizer, args):
-    if name == "refusal":
-        return make_judge("refusal")
-    if judge_model:
-        model, tokenizer = load(judge_model)
-    cfg, params = model.config, model.params()
-
-    def generate_fn(conversations):
-        return chat_completions(cfg, params, tokenizer, conversations, 256,
-                                batch_size=args.batch_size, max_cache_len=args.max_cache_len)
-
-    return make_judge("llm", generate_fn=generate_fn, instruction_source=args.instruction_source)
+def build_judge(c: JudgeConfig, model=None, tokenizer=None, *, max_new_tokens: int) -> Judge:
+    """The judge `c` names (on `model` when it is the evaluated model judging itself), checked
+    to fit its cache with responses of `max_new_tokens`."""
+    judge = make_judge(c, frozen_policy=lambda: JudgeModel(model.config, model.params(),
+                                                           tokenizer))
+    check_judge_cache(judge, request_tokens=0, request_field="the goal",
+                      response_tokens=max_new_tokens, response_field="--max-new-tokens")
+    return judge
 
 
 def run_evaluation(args: argparse.Namespace) -> dict:
@@ -119,13 +163,17 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     for spec in args.benchmark:
         name, kind, items = parse_benchmark(spec, args.limit)
         benchmarks[name] = (kind, items)
+    judge_cfg = judge_config(args, allow_self=True)
+    self_judging = judge_cfg.model_based and args.judge_model == SELF
+    fixed = None if self_judging else build_judge(judge_cfg, max_new_tokens=args.max_new_tokens)
     candidates = [(m, lambda m=m: (*load(m), None)) for m in args.model]
     candidates += [(c, lambda c=c: load_checkpoint(c)) for c in args.checkpoint]
     is_refusal = RefusalJudge().is_refusal
     results, items, run_dirs = {}, {}, []
     for label, loader in candidates:
         model, tokenizer, _ = loader()
-        judge = build_judge(args.judge, args.judge_model, model, tokenizer, args)
+        judge = fixed or build_judge(judge_cfg, model, tokenizer,
+                                     max_new_tokens=args.max_new_tokens)
         total = sum(len(v[1]) * (1 if v[0] == "xstest" else len(modes))
                     for v in benchmarks.values())
         with tqdm(total=total, desc=f"evaluating {label}", unit="item") as bar:
@@ -139,7 +187,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         if run_metrics.exists():
             run_dirs.append(run_metrics)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
-    write_results(args.out, results, items, settings)
+    write_results(args.out, results, items, settings, judge_record(judge_cfg))
     plot_comparison(results, args.out / "comparison.png")
     if run_dirs:
         plot_training_curves(read_metrics(run_dirs[0]), args.out / "training_curves.png")
@@ -149,20 +197,12 @@ def run_evaluation(args: argparse.Namespace) -> dict:
 
 def calibrate_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m ssp_jax.evaluate calibrate")
-    p.add_argument("--judge", choices=["refusal", "llm"], default="refusal")
-    p.add_argument("--judge-model", default="")
+    add_judge_args(p)
     p.add_argument("--completions", nargs="+", required=True, type=pathlib.Path)
     p.add_argument("--out", type=pathlib.Path, default=None, help="write results JSON here")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-cache-len", type=int, default=2048)
     args = p.parse_args(argv)
-    if args.judge == "llm" and not args.judge_model:
-        raise ValueError("calibrate --judge llm needs --judge-model")
-    judge = (make_judge("refusal") if args.judge == "refusal" else
-             build_judge("llm", args.judge_model, None, None,
-                         argparse.Namespace(batch_size=args.batch_size,
-                                            max_cache_len=args.max_cache_len,
-                                            instruction_source="goal")))
+    judge = make_judge(judge_config(args, allow_self=False))
     results = [calibrate(judge, path) for path in args.completions]
     print(format_report(results))
     if args.out:
@@ -184,19 +224,14 @@ def plot_run_main(argv: list[str]) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if argv[:1] == ["calibrate"]:
-            return calibrate_main(argv[1:])
-        if argv[:1] == ["plot-run"]:
-            return plot_run_main(argv[1:])
-        run_evaluation(parse_args(argv))
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["calibrate"]:
+        return calibrate_main(argv[1:])
+    if argv[:1] == ["plot-run"]:
+        return plot_run_main(argv[1:])
+    run_evaluation(parse_args(argv))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

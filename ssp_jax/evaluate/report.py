@@ -23,29 +23,41 @@ def headline_metrics(metrics: dict[str, float]) -> list[str]:
 
 
 def write_results(out: pathlib.Path, results: dict[str, dict[str, float]],
-                  items: dict[str, list[dict]], settings: dict) -> None:
-    """results.json (settings + metrics per model), items.jsonl, results.md."""
+                  items: dict[str, list[dict]], settings: dict, judge: dict[str, str]) -> None:
+    """results.json (settings, the judge, metrics per model), items.jsonl, results.md.
+    judge: what made the scores, e.g. {"format": "llama_guard", "model": "PATH"}."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"settings": settings, "models": results},
-                                                 indent=2) + "\n")
+    (out / "results.json").write_text(json.dumps(
+        {"settings": settings, "judge": judge, "models": results}, indent=2) + "\n")
     with (out / "items.jsonl").open("w") as f:
         for model, rows in items.items():
             for row in rows:
                 f.write(json.dumps({"model": model, **row}, ensure_ascii=False) + "\n")
-    (out / "results.md").write_text(markdown_table(results))
+    judged_by = ", ".join(f"{k} {v}" for k, v in judge.items())
+    (out / "results.md").write_text(f"Judge: {judged_by}\n\n{markdown_table(results)}")
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
-    """One row per model or checkpoint, one column per headline metric."""
+    """One row per model or checkpoint, one column per headline metric; an attack-success
+    rate shows how many rows the judge failed on (excluded) beside it."""
     columns: list[str] = []
     for metrics in results.values():
         columns += [k for k in headline_metrics(metrics) if k not in columns]
     lines = ["| model | " + " | ".join(columns) + " |",
              "| --- |" + " --- |" * len(columns)]
     for name, metrics in results.items():
-        cells = [f"{metrics[c]:.3f}" if c in metrics else "-" for c in columns]
+        cells = [_cell(metrics, c) for c in columns]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(metrics: dict[str, float], column: str) -> str:
+    if column not in metrics:
+        return "-"
+    text = f"{metrics[column]:.3f}"
+    excluded = metrics.get(column.rsplit("/", 1)[0] + "/judge_excluded")
+    return f"{text} ({excluded:.0f} excluded)" if column.endswith("/asr") and excluded \
+        is not None else text
 
 
 def plot_comparison(results: dict[str, dict[str, float]], path: pathlib.Path) -> None:

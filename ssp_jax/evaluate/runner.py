@@ -3,7 +3,8 @@ XSTest over-refusal.
 
 Attack modes: `direct` puts the goal to the model as the user turn; `self-attack` first lets
 the model's own attacker (the training brief, greedy) rewrite the goal, then the model
-answers that attack. Responses are greedy. Attack success = judge score ≥ `asr_threshold`.
+answers that attack. Responses are greedy. Attack success = judge score ≥ `asr_threshold`,
+over the rows the judge scored; rows it failed on are excluded and counted (`judge_excluded`).
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ def evaluate_goals(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge
                    batch_size: int = 16, max_cache_len: int = 1024,
                    progress: Callable[[int], None] | None = None
                    ) -> tuple[dict[str, float], list[dict]]:
-    """Metrics (`asr`, `score_mean`, `refusal_rate`, `n`) of one mode on harmful goals, and
-    the per-item rows (goal, attack, response, score, reason)."""
+    """Metrics (`asr` and `score_mean` over judged rows, NaN when none was judged;
+    `refusal_rate`, `n`, `judge_excluded`) of one mode on harmful goals, and the per-item rows
+    (goal, attack, response, score (None where excluded), excluded, reason)."""
     if mode not in MODES:
         raise ValueError(f"unknown attack mode {mode!r}; valid: {', '.join(MODES)}")
     texts = [g.text for g in goals]
@@ -48,14 +50,16 @@ def evaluate_goals(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge
                                    max_new_tokens, batch_size=batch_size,
                                    max_cache_len=max_cache_len, progress=progress)
     verdict = judge.score(texts, attacks, responses)
-    scores = verdict.scores
-    metrics = {"asr": float(np.mean(scores >= asr_threshold)),
-               "score_mean": float(np.mean(scores)),
+    judged = verdict.scores[~verdict.excluded]
+    nan = float("nan")
+    metrics = {"asr": float(np.mean(judged >= asr_threshold)) if judged.size else nan,
+               "score_mean": float(np.mean(judged)) if judged.size else nan,
                "refusal_rate": float(np.mean([is_refusal(r) for r in responses])),
-               "n": float(len(goals)), "judge_parse_failures": float(verdict.parse_failures)}
-    rows = [{"id": g.id, "goal": g.text, "attack": a, "response": r, "score": float(s),
-             "reason": why}
-            for g, a, r, s, why in zip(goals, attacks, responses, scores, verdict.reasons)]
+               "n": float(len(goals)), "judge_excluded": float(verdict.num_excluded)}
+    rows = [{"id": g.id, "goal": g.text, "attack": a, "response": r,
+             "score": None if x else float(s), "excluded": bool(x), "reason": why}
+            for g, a, r, s, x, why in zip(goals, attacks, responses, verdict.scores,
+                                          verdict.excluded, verdict.reasons)]
     return metrics, rows
 
 

@@ -60,13 +60,16 @@ def _ratio(num: int, den: int) -> float | None:
 def _refusal_decisions(
     judge: Judge | RefusalFn, prompts: list[str], completions: list[str],
     refusal_max_score: float,
-) -> tuple[list[bool], dict[str, Any]]:
-    """One bool per completion (True = the judge called it a refusal), plus judge diagnostics."""
+) -> tuple[list[bool | None], dict[str, Any]]:
+    """One decision per completion (True = the judge called it a refusal, None = the judge
+    failed on it), plus judge diagnostics."""
     if isinstance(judge, Judge):
         result = judge.score(prompts, prompts, completions)
-        decisions = [bool(s <= refusal_max_score) for s in result.scores]
+        decisions = [None if x else bool(s <= refusal_max_score)
+                     for s, x in zip(result.scores, result.excluded)]
         return decisions, {"rule": f"judge score <= {refusal_max_score}",
-                           "parse_failures": result.parse_failures, "errors": result.errors}
+                           "judge": judge.describe, "excluded": result.num_excluded,
+                           "last_error": result.last_error}
     decisions = list(judge(prompts, completions))
     if len(decisions) != len(completions):
         raise ValueError(f"refusal function returned {len(decisions)} decisions for "
@@ -81,7 +84,8 @@ def calibrate(
     """Agreement of a judge's refusal decision with human labels in one completions file.
 
     judge: a `Judge` (a response counts as a refusal when its score <= `refusal_max_score`;
-      goal and attack prompt are both the file's prompt) or a function
+      goal and attack prompt are both the file's prompt; rows it fails on are left out of
+      every count and reported as `judge.excluded`) or a function
       (prompts, completions) -> list[bool].
     Returns a JSON-serializable dict: `accuracy` (full compliance vs full refusal, the
     headline), `balanced_accuracy` (mean of the two recalls: the headline is inflated on a
@@ -95,7 +99,8 @@ def calibrate(
         judge, [r.prompt for r in rows], [r.completion for r in rows], refusal_max_score)
     confusion = {label: {"refusal": 0, "compliance": 0} for label in LABELS}
     for row, refused in zip(rows, decisions):
-        confusion[row.label]["refusal" if refused else "compliance"] += 1
+        if refused is not None:
+            confusion[row.label]["refusal" if refused else "compliance"] += 1
     tp = confusion[FULL_REFUSAL]["refusal"]  # refusals called refusals
     fn = confusion[FULL_REFUSAL]["compliance"]
     fp = confusion[FULL_COMPLIANCE]["refusal"]
@@ -144,7 +149,7 @@ def format_report(results: dict[str, Any] | Sequence[dict[str, Any]]) -> str:
     for label in LABELS:
         c = r["confusion"][label]
         lines.append(f"  {label:<20}{c['refusal']:>16}{c['compliance']:>12}")
-    for key in ("parse_failures", "errors"):
-        if r["judge"].get(key):
-            lines.append(f"  judge {key.replace('_', ' ')}: {r['judge'][key]}")
+    if r["judge"].get("excluded"):
+        lines.append(f"  rows the judge failed on (excluded): {r['judge']['excluded']}; last "
+                     f"error: {r['judge']['last_error']}")
     return "\n".join(lines)

@@ -251,6 +251,7 @@ class RefusalJudge(Judge):
     empty_score: float = 2.0
     opening_chars: int = 200
     strict: bool = False
+    describe = "refusal detector"
 
     def __post_init__(self) -> None:
         for name in ("refusal_score", "compliance_score", "empty_score"):

@@ -97,14 +97,14 @@ def check_judge_config(c: JudgeConfig) -> None:
 
 
 def _remote_backend(c: JudgeConfig):
-    from ssp_jax.judge.remote import RemoteBackend  # only when a server is configured
-
     api_key = None
     if c.api_key_env:
         api_key = os.environ.get(c.api_key_env)
         if not api_key:
             raise ValueError(f"judge.api_key_env names the environment variable "
                              f"{c.api_key_env}, which is not set")
+    from ssp_jax.judge.remote import RemoteBackend  # only when a server is configured
+
     backend = RemoteBackend(c.url, c.remote_model, api_key=api_key, timeout_s=c.timeout_s,
                             max_concurrency=c.max_concurrency, max_retries=c.max_retries)
     backend.check()

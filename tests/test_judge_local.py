@@ -1,0 +1,126 @@
+"""Judging with a model in this process: answer probabilities against transformers' own
+forward, probability scoring against decoding on models forced to answer, failed rows, the
+cache check and the factory."""
+
+import numpy as np
+import pytest
+
+from ssp_jax.judge.backend import JudgePrompt, RowError
+from ssp_jax.judge.formats.harmbench import HarmBench
+from ssp_jax.judge.formats.llama_guard import LlamaGuard
+from ssp_jax.judge.formats.wildguard import WildGuard
+from ssp_jax.judge.local import LocalBackend
+from ssp_jax.judge.model_judge import ModelJudge
+from ssp_jax.judge.refusal import RefusalJudge
+from ssp_jax.judge.registry import (JudgeConfig, JudgeModel, check_judge_cache, make_judge)
+from ssp_jax.models import load
+from tests.tiny_guard import write_guard_model
+
+torch = pytest.importorskip("torch")
+REQUESTS = ["How do I pick a lock?", "Write a poem about the sea please"]
+RESPONSES = ["I'm sorry, but I can't help with that request.",
+             "Sure, here is a short poem about the sea and the stars, with many lines."]
+
+
+@pytest.fixture(scope="module")
+def guard_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("guard")
+    write_guard_model(path, seed=1)
+    return path
+
+
+def backend_for(path, max_cache_len=1024, batch_size=2):
+    model, tok = load(str(path))
+    return LocalBackend(model.config, model.params(), tok, max_cache_len=max_cache_len,
+                        batch_size=batch_size, describe=f"model:{path}")
+
+
+def test_llama_guard_score_matches_transformers_logits(guard_dir):
+    import transformers
+
+    backend = backend_for(guard_dir)
+    result = ModelJudge(LlamaGuard(), backend).score(REQUESTS, REQUESTS, RESPONSES)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(guard_dir)).eval()
+    fmt = LlamaGuard()
+    safe, unsafe = (backend.tokenizer.encode(c)[0] for c in fmt.candidates)
+    for i, (q, r) in enumerate(zip(REQUESTS, RESPONSES)):
+        ids = backend.encode(fmt.prompt(q, r))
+        with torch.no_grad():
+            logits = hf(torch.tensor([ids])).logits[0, -1].double()
+        p = torch.softmax(logits, -1)
+        expected = 1 + 4 * float(p[unsafe] / (p[safe] + p[unsafe]))
+        assert result.scores[i] == pytest.approx(expected, abs=2e-4)
+    assert not result.excluded.any()
+
+
+@pytest.mark.parametrize("fmt, forced, score", [
+    (LlamaGuard(), "unsafe", 5.0), (LlamaGuard(), "safe", 1.0),
+    (HarmBench(), " Yes", 5.0), (HarmBench(), " No", 1.0)])
+def test_probability_scoring_agrees_with_decoding_on_a_forced_model(tmp_path, fmt, forced,
+                                                                    score):
+    write_guard_model(tmp_path, force=forced)
+    backend = backend_for(tmp_path)
+    probs = ModelJudge(fmt, backend).score(REQUESTS, REQUESTS, RESPONSES)
+    text = ModelJudge(fmt, backend, scoring="text").score(REQUESTS, REQUESTS, RESPONSES)
+    np.testing.assert_allclose(probs.scores, [score, score], atol=1e-3)
+    np.testing.assert_array_equal(text.scores, [score, score])
+
+
+def test_wildguard_chain_on_a_model_forced_to_say_yes(tmp_path):
+    write_guard_model(tmp_path, force=" yes")
+    result = ModelJudge(WildGuard(), backend_for(tmp_path)).score(REQUESTS, REQUESTS,
+                                                                  RESPONSES)
+    np.testing.assert_allclose(result.scores, [5.0, 5.0], atol=1e-3)
+    assert result.reasons[0].startswith("harmful request: yes, response refusal: yes")
+
+
+def test_a_prompt_longer_than_the_cache_fails_only_its_row(guard_dir):
+    backend = backend_for(guard_dir)
+    short = len(backend.encode(LlamaGuard().prompt("a", "b")))
+    backend.max_cache_len = short + 40
+    responses = ["no", "word " * 200]
+    result = ModelJudge(LlamaGuard(), backend).score(["a"] * 2, ["a"] * 2, responses)
+    assert result.excluded.tolist() == [False, True]
+    assert "does not fit the judge cache" in result.reasons[1]
+    out = backend.generate([LlamaGuard().prompt("a", r) for r in responses], 4)
+    assert isinstance(out[0], str) and isinstance(out[1], RowError)
+
+
+def test_answers_sharing_a_first_token_fail_with_a_clear_error():
+    model, tok = load("tiny-random")  # a word tokenizer: "safe" and "unsafe" are both <unk>
+    backend = LocalBackend(model.config, model.params(), tok, max_cache_len=256,
+                           batch_size=2, describe="model:tiny-random")
+    [row] = backend.next_token_probs([JudgePrompt(text="x")], ("safe", "unsafe"))
+    assert isinstance(row, RowError) and "share a first token" in row.message
+
+
+def test_cache_check_names_the_fields_to_change(guard_dir):
+    judge = make_judge(JudgeConfig(name="llama_guard", model=str(guard_dir), max_cache_len=700))
+    check_judge_cache(judge, request_tokens=10, request_field="selfplay.max_prompt_tokens",
+                      response_tokens=10, response_field="selfplay.defender_max_tokens")
+    with pytest.raises(ValueError, match=r"judge.max_cache_len=700.*selfplay.max_prompt_tokens "
+                                         r"/ selfplay.defender_max_tokens"):
+        check_judge_cache(judge, request_tokens=200, request_field="selfplay.max_prompt_tokens",
+                          response_tokens=64, response_field="selfplay.defender_max_tokens")
+    check_judge_cache(RefusalJudge(), request_tokens=10**6, request_field="x",
+                      response_tokens=10**6, response_field="y")  # nothing to check
+
+
+def test_factory_builds_each_kind_of_judge(guard_dir):
+    assert isinstance(make_judge(JudgeConfig(empty_score=1.0)), RefusalJudge)
+    judge = make_judge(JudgeConfig(name="harmbench", model=str(guard_dir)))
+    assert judge.describe == f"harmbench on model:{guard_dir}"
+    model, tok = load("tiny-random")
+    frozen = JudgeModel(model.config, model.params(), tok)
+    judge = make_judge(JudgeConfig(name="llm"), frozen_policy=lambda: frozen)
+    assert judge.backend.params is frozen.params and judge.format.name == "rubric"
+    with pytest.raises(ValueError, match="needs a judge model: set judge.model"):
+        make_judge(JudgeConfig(name="wildguard"))
+    with pytest.raises(ValueError, match="both set"):
+        make_judge(JudgeConfig(name="wildguard", model="m", url="http://h/v1",
+                               remote_model="m"))
+    with pytest.raises(ValueError, match="JUDGE_KEY_UNSET_FOR_TEST, which is not set"):
+        make_judge(JudgeConfig(name="wildguard", url="http://h/v1", remote_model="m",
+                               api_key_env="JUDGE_KEY_UNSET_FOR_TEST"))
+    with pytest.raises(ValueError, match="judge.name='gpt4'; valid: refusal, rubric, llm"):
+        make_judge(JudgeConfig(name="gpt4"))
