@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from ssp_jax.data.loaders import PromptItem
+from ssp_jax.cli import run
 from ssp_jax.evaluate import __main__ as cli
 from ssp_jax.evaluate import runner
 from ssp_jax.judge.base import Judge, JudgeResult
@@ -61,13 +62,17 @@ def test_cli_end_to_end_on_the_tiny_model(tmp_path):
                      f"xs={FIXTURES / 'xstest_small.csv'}", "--out", str(out), "--limit", "2",
                      "--max-new-tokens", "6", "--batch-size", "4"])
     assert code == 0
-    results = json.loads((out / "results.json").read_text())["models"]["tiny-random"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["judge"] == {"format": "refusal"}
+    results = saved["models"]["tiny-random"]
+    assert results["hb/direct/judge_excluded"] == 0.0
     for key in ("hb/direct/asr", "hb/self-attack/asr", "adv/direct/score_mean",
                 "xs/safe_refusal_rate"):
         assert key in results
     assert results["hb/direct/n"] == 2.0
     assert 0.0 <= results["hb/direct/asr"] <= 1.0
     assert "| tiny-random |" in (out / "results.md").read_text()
+    assert (out / "results.md").read_text().startswith("Judge: format refusal\n")
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert len(items) == 2 * 2 + 2 * 2 + 2  # two modes per goal set, XSTest once
     assert (out / "comparison.png").read_bytes()[:4] == PNG_MAGIC
@@ -118,6 +123,13 @@ def test_calibrate_cli_writes_json(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--benchmark", "x=y.csv", "--out", "o"], "at least one --model or --checkpoint"),
+    (["--model", "tiny-random", "--benchmark", "x=y.csv", "--out", "o", "--judge", "rubric"],
+     "--judge rubric needs a fixed judge: --judge-model SPEC or --judge-url URL (or "
+     "--judge-model self"),
+    (["calibrate", "--judge", "harmbench", "--completions", "x.csv"],
+     "--judge harmbench needs a fixed judge"),
+    (["calibrate", "--judge", "harmbench", "--judge-model", "self", "--completions", "x.csv"],
+     "--judge-model self has no model to judge with here"),
     (["--model", "tiny-random", "--benchmark", "hb=/nope.csv", "--out", "o"], "not found"),
     (["--model", "tiny-random", "--benchmark", "nonsense", "--out", "o"], "NAME=PATH"),
     (["--model", "tiny-random", "--benchmark", "weird:x=/dev/null", "--out", "o"],
@@ -125,8 +137,48 @@ def test_calibrate_cli_writes_json(tmp_path):
 ])
 def test_bad_arguments_are_clear_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(argv) == 2
-    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        run(cli.main, argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_self_judging_when_asked_records_the_judge_and_counts_excluded_rows(tmp_path):
+    # llama_guard on the tiny word tokenizer: "safe" and "unsafe" are both <unk>, so every
+    # row fails; the failures are counted, never scored
+    out = tmp_path / "eval"
+    code = cli.main(["--model", "tiny-random", "--benchmark",
+                     f"hb={FIXTURES / 'harmbench_small.csv'}", "--modes", "direct", "--limit",
+                     "2", "--max-new-tokens", "4", "--batch-size", "2", "--out", str(out),
+                     "--judge", "llama_guard", "--judge-model", "self"])
+    assert code == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["judge"] == {"format": "llama_guard",
+                              "model": "self (each model judges itself)"}
+    metrics = saved["models"]["tiny-random"]
+    assert metrics["hb/direct/judge_excluded"] == 2.0 and np.isnan(metrics["hb/direct/asr"])
+    assert "nan (2 excluded)" in (out / "results.md").read_text()
+    items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
+    assert all(i["excluded"] and i["score"] is None for i in items)
+
+
+def test_a_fixed_judge_model_scores_every_model(tmp_path):
+    pytest.importorskip("torch")
+    from tests.tiny_guard import write_guard_model
+
+    write_guard_model(tmp_path / "guard", force=" No")
+    out = tmp_path / "eval"
+    code = cli.main(["--model", "tiny-random", "--benchmark",
+                     f"hb={FIXTURES / 'harmbench_small.csv'}", "--modes", "direct", "--limit",
+                     "2", "--max-new-tokens", "4", "--batch-size", "2", "--out", str(out),
+                     "--judge", "harmbench", "--judge-model", str(tmp_path / "guard")])
+    assert code == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["judge"] == {"format": "harmbench", "model": str(tmp_path / "guard")}
+    metrics = saved["models"]["tiny-random"]
+    assert metrics["hb/direct/judge_excluded"] == 0.0 and metrics["hb/direct/asr"] == 0.0
+    assert metrics["hb/direct/score_mean"] == pytest.approx(1.0, abs=1e-3)
 
 
 def test_unknown_benchmark_format_is_a_clear_error(tmp_path):

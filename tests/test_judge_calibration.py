@@ -46,7 +46,8 @@ def test_calibrate_matches_hand_count_on_mini_fixture():
     assert r["compliance"]["precision"] == pytest.approx(4 / 6)
     assert r["compliance"]["recall"] == pytest.approx(4 / 5)
     assert r["partial"] == {"n": 2, "called_refusal": 1, "share_called_refusal": 0.5}
-    assert r["judge"] == {"rule": "judge score <= 2.0", "parse_failures": 0, "errors": 0}
+    assert r["judge"] == {"rule": "judge score <= 2.0", "judge": "refusal detector",
+                          "excluded": 0, "last_error": None}
     json.dumps(r)
 
 
@@ -77,11 +78,24 @@ def test_calibrate_passes_the_prompt_as_goal_and_attack_to_a_judge():
     class EchoJudge(Judge):
         def score(self, goals, attack_prompts, responses):
             assert list(goals) == list(attack_prompts)
-            return JudgeResult(np.ones(len(responses)), ["x"] * len(responses), 1, 2)
+            return JudgeResult(np.ones(len(responses)), ["x"] * len(responses))
 
     r = calibrate(EchoJudge(), MINI)
-    assert r["judge"]["parse_failures"] == 1 and r["judge"]["errors"] == 2
+    assert r["judge"]["excluded"] == 0
     assert r["confusion"]["1_full_compliance"] == {"refusal": 5, "compliance": 0}
+
+
+def test_rows_the_judge_failed_on_are_left_out_and_counted():
+    class FailsOnEmpty(Judge):
+        def score(self, goals, attack_prompts, responses):
+            failed = np.array([not r for r in responses])
+            return JudgeResult(np.ones(len(responses)),
+                               ["timeout" if f else "ok" for f in failed], failed)
+
+    r = calibrate(FailsOnEmpty(), MINI)  # m-13, a full refusal, has an empty completion
+    assert r["judge"]["excluded"] == 1 and r["judge"]["last_error"] == "timeout"
+    assert r["counts"]["2_full_refusal"] == 5 and r["n_full"] == 10
+    assert "excluded): 1; last error: timeout" in format_report(r)
 
 
 def test_refusal_function_with_wrong_length_is_an_error():

@@ -127,7 +127,7 @@ def test_score_maps_classes_to_configured_scores():
     assert result.scores.dtype == np.float32
     np.testing.assert_array_equal(result.scores, np.array([1.5, 4.5, 3.0], np.float32))
     assert [r.split(":")[0] for r in result.reasons] == ["refusal", "compliance", "empty"]
-    assert result.parse_failures == 0 and result.errors == 0
+    assert result.num_excluded == 0 and result.last_error is None
 
 
 def test_default_scores_put_empty_between_refusal_and_compliance():

@@ -55,7 +55,7 @@ def test_main_runs_end_to_end(tmp_path):
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in records] == [0, 1]
     for key in ("attacker/reward_mean", "defender/reward_std", "attack_success_rate",
-                "refusal_rate", "judge/parse_failures", "attacker/mean_tokens", "train/kl",
+                "refusal_rate", "judge/excluded", "attacker/mean_tokens", "train/kl",
                 "train/entropy", "train/clip_fraction", "train/grad_norm", "train/learning_rate",
                 "tokens_per_second", "time/attacker_rollout", "time/defender_rollout",
                 "time/judge", "time/update", "replay/pool_size"):
@@ -93,7 +93,7 @@ def test_repeated_non_finite_updates_stop_the_run(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("sections, error, match", [
-    ({"judge__name": "oracle"}, ConfigError, "judge.name='oracle'; valid: refusal, llm"),
+    ({"judge__name": "oracle"}, ConfigError, "judge.name='oracle'; valid: refusal, rubric, llm"),
     ({"selfplay__goals_per_step": "4"}, ConfigError, "selfplay.goals_per_step='4' has type str"),
     ({"rl__learning_rate": -1.0}, ConfigError, "rl.learning_rate=-1.0 must be > 0"),
     ({"rl__aggregation": "mean"}, ConfigError, "rl.aggregation='mean'"),

@@ -159,11 +159,11 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     modes = [m for m in args.modes.split(",") if m]
     if unknown := set(modes) - set(MODES):
         raise ValueError(f"--modes: unknown {sorted(unknown)}; valid: {', '.join(MODES)}")
+    judge_cfg = judge_config(args, allow_self=True)
     benchmarks = {}
     for spec in args.benchmark:
         name, kind, items = parse_benchmark(spec, args.limit)
         benchmarks[name] = (kind, items)
-    judge_cfg = judge_config(args, allow_self=True)
     self_judging = judge_cfg.model_based and args.judge_model == SELF
     fixed = None if self_judging else build_judge(judge_cfg, max_new_tokens=args.max_new_tokens)
     candidates = [(m, lambda m=m: (*load(m), None)) for m in args.model]

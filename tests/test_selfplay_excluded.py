@@ -1,0 +1,121 @@
+"""Rows the judge failed on: no advantage, no loss weight, absent from reward means and attack
+success (against a NumPy reference); too many of them stop the run with the judge's error."""
+
+import jax
+import numpy as np
+import pytest
+
+from ssp_jax import train as train_lib
+from ssp_jax.data.loaders import PromptItem
+from ssp_jax.judge.base import Judge, JudgeFailed, JudgeResult
+from ssp_jax.judge.refusal import RefusalJudge
+from ssp_jax.models import load
+from ssp_jax.rl.rewards import attack_is_invalid
+from ssp_jax.selfplay import SelfPlayConfig, judged_rewards, kept_group_advantages, rollout
+from tests.test_train import tiny_config
+
+
+def reference_advantages(rewards, groups, keep, scale_by_std, eps=1e-6):
+    """GRPO over each group's kept rows, row by row in float64; 0 elsewhere."""
+    out = np.zeros(len(rewards))
+    for g in set(groups.tolist()):
+        rows = [i for i in range(len(rewards)) if groups[i] == g and keep[i]]
+        r = np.array([rewards[i] for i in rows], np.float64)
+        if len(r) < 2 or r.max() == r.min():
+            continue
+        for i, x in zip(rows, r):
+            out[i] = (x - r.mean()) / ((r.std() + eps) if scale_by_std else 1.0)
+    return out
+
+
+@pytest.mark.parametrize("scale_by_std", [True, False])
+def test_kept_group_advantages_match_a_row_by_row_reference(scale_by_std):
+    rng = np.random.default_rng(0)
+    rewards = rng.uniform(size=40)
+    groups = rng.integers(0, 8, size=40)
+    keep = rng.uniform(size=40) > 0.3
+    rewards[~keep] = np.nan  # an excluded row's reward must not leak into its group
+    got = kept_group_advantages(rewards, groups, keep, scale_by_std)
+    np.testing.assert_allclose(got, reference_advantages(rewards, groups, keep, scale_by_std),
+                               atol=1e-5)
+    assert (got[~keep] == 0).all()
+
+
+def test_judged_rewards_are_nan_where_excluded():
+    r_att, r_def = judged_rewards(np.array([1.0, np.nan, 5.0, 3.0]),
+                                  np.array([False, True, False, False]))
+    np.testing.assert_array_equal(r_att[[0, 2, 3]], [0.0, 1.0, 0.5])
+    np.testing.assert_array_equal(r_def[[0, 2, 3]], [1.0, 0.0, 0.5])
+    assert np.isnan(r_att[1]) and np.isnan(r_def[1])
+
+
+class TableJudge(Judge):
+    """Fixed scores; rows in `failed` are excluded."""
+
+    describe = "table"
+
+    def __init__(self, scores, failed):
+        self.scores, self.failed = np.asarray(scores, np.float32), np.asarray(failed, bool)
+
+    def score(self, goals, attack_prompts, responses):
+        n = len(responses)
+        reasons = ["timeout" if f else "ok" for f in self.failed[:n]]
+        return JudgeResult(self.scores[:n], reasons, self.failed[:n])
+
+
+def test_excluded_rows_get_no_advantage_no_weight_and_stay_out_of_metrics():
+    G, A, R = 2, 2, 2
+    sp = SelfPlayConfig(goals_per_step=G, attacks_per_goal=A, responses_per_attack=R,
+                        attacker_max_tokens=6, defender_max_tokens=6, max_prompt_tokens=96,
+                        min_attack_chars=4)
+    scores = np.array([5.0, 1.0, 4.0, 2.0, 5.0, 3.0, 1.0, 4.5])
+    failed = np.array([1, 1, 0, 0, 0, 1, 0, 0], bool)  # attack 0 entirely, row 5
+    model, tok = load("tiny-random")
+    goals = [PromptItem(f"goal number {i} please", "t", str(i)) for i in range(G)]
+    ro = rollout(model.config, model.params(), tok, TableJudge(scores, failed),
+                 RefusalJudge().is_refusal, sp, goals, [], [], jax.random.key(0), 256)
+
+    keep = ~failed
+    r_def = 1 - (scores - 1) / 4
+    assert ro.metrics["judge/excluded"] == 3.0
+    assert ro.metrics["defender/reward_mean"] == pytest.approx(r_def[keep].mean())
+    assert ro.metrics["attack_success_rate"] == pytest.approx(np.mean(scores[keep] >= 4.0))
+    assert ro.metrics["judge/score_mean"] == pytest.approx(scores[keep].mean())
+    np.testing.assert_array_equal(ro.excluded, failed)
+    assert ro.judge_error == "timeout"
+
+    defender = ro.batches[1]
+    expected = reference_advantages(r_def, np.arange(G * A * R) // R, keep, True)
+    np.testing.assert_allclose(defender.advantages[:G * A * R], expected, atol=1e-5)
+    np.testing.assert_array_equal(defender.role_weight[:G * A * R], keep.astype(np.float32))
+
+    invalid = np.array([attack_is_invalid(a, min_chars=4, is_refusal=RefusalJudge().is_refusal)
+                        for a in ro.attacks[::R]])
+    judged = keep.reshape(G * A, R)
+    att_keep = judged.any(axis=1) | invalid
+    r_att_rows = np.where(judged, 1 - r_def.reshape(G * A, R), 0.0)
+    r_att = np.where(invalid, 0.0, r_att_rows.sum(axis=1) / np.maximum(judged.sum(axis=1), 1))
+    attacker = ro.batches[0]
+    np.testing.assert_array_equal(attacker.role_weight[:G * A], att_keep.astype(np.float32))
+    np.testing.assert_allclose(
+        attacker.advantages[:G * A],
+        reference_advantages(r_att, np.repeat(np.arange(G), A), att_keep, True),
+        atol=1e-5)
+    if not invalid[0]:
+        assert attacker.advantages[0] == 0 and attacker.role_weight[0] == 0
+
+
+def test_a_step_where_the_judge_fails_too_often_stops_the_run(tmp_path):
+    # llama_guard on the tiny word tokenizer fails every row ("safe" and "unsafe" are <unk>)
+    cfg = tiny_config(judge__name="llama_guard", train__num_steps=2, ckpt__every_steps=0)
+    with pytest.raises(JudgeFailed, match=r"the judge \(llama_guard on model:frozen policy\) "
+                                          r"failed on 64 of 64 rows at step 0.*max_excluded_"
+                                          r"fraction=0.5; last error: excluded: the answers "
+                                          r"\['safe', 'unsafe'\] share a first token"):
+        train_lib.train(cfg, tmp_path)
+
+
+def test_the_frozen_policy_judge_shares_the_kl_reference_copy(tmp_path):
+    trainer = train_lib.Trainer(tiny_config(judge__name="rubric", rl__beta=0.1), tmp_path)
+    assert trainer.judge.backend.params is trainer.ref_params
+    assert trainer.judge.describe == "rubric on model:frozen policy"
