@@ -85,7 +85,8 @@ _POSITIVE = ("selfplay.goals_per_step", "selfplay.attacks_per_goal",
              "selfplay.responses_per_attack", "selfplay.attacker_max_tokens",
              "selfplay.defender_max_tokens", "selfplay.max_prompt_tokens",
              "rl.micro_batches", "train.num_steps", "train.log_every", "train.sample_every",
-             "train.max_bad_steps", "ckpt.keep", "model.max_cache_len", "rl.learning_rate", "rl.max_grad_norm")
+             "train.max_bad_steps", "ckpt.keep", "model.max_cache_len", "rl.learning_rate",
+             "rl.max_grad_norm")
 _NON_NEGATIVE = ("selfplay.benign_per_step", "selfplay.temperature", "selfplay.top_k",
                  "rl.warmup_steps", "rl.weight_decay", "rl.beta", "rl.clip_eps_low",
                  "rl.clip_eps_high", "selfplay.attacker_weight", "selfplay.defender_weight",

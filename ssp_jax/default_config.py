@@ -52,8 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
         invalid_attack_penalty=0.0,  # attacker reward of empty / refused attacks
     )
     c.judge = dict(
-        name="refusal",  # refusal | rubric (alias llm) | llama_guard | harmbench | wildguard | strongreject
-        model="",  # judge model (any model.spec: a guard model's HF folder); "" = frozen policy copy
+        # refusal | rubric (alias llm) | llama_guard | harmbench | wildguard | strongreject
+        name="refusal",
+        model="",  # judge model (any model.spec, e.g. a guard model's folder); "" = frozen policy
         url="",  # OpenAI-compatible judge server, http://HOST:PORT/v1 (instead of judge.model)
         remote_model="",  # model name on that server
         api_key_env="",  # name of the environment variable holding the server's API key

@@ -26,6 +26,7 @@ KNOWN_SHAPES = {
     "Qwen2.5-7B-Instruct": ModelConfig("qwen2", 152064, 3584, 18944, 28, 28, 4, 128,
                                        attention_bias=True),
     "Meta-Llama-3.1-8B-Instruct": ModelConfig("llama", 128256, 4096, 14336, 32, 32, 8, 128),
+    "Llama-Guard-3-8B": ModelConfig("llama", 128256, 4096, 14336, 32, 32, 8, 128),
     "smollm2-135m-instruct": ModelConfig("llama", 49152, 576, 1536, 30, 9, 3, 64,
                                          tie_word_embeddings=True),
 }
@@ -54,13 +55,19 @@ def estimate(cfg: TrainConfig, shape: ModelConfig) -> dict[str, float]:
     params = n * p_bytes * (2 if cfg.rl.beta > 0 else 1)  # + frozen reference for the KL
     if cfg.judge.model_based and not (cfg.judge.model or cfg.judge.url) and not cfg.rl.beta > 0:
         params += n * p_bytes  # the judge's frozen policy copy (else shared with the KL reference)
+    judge_cache = 0
+    if cfg.judge.model_based and cfg.judge.model:  # a separate judge model and its cache
+        judge = model_shape(cfg.judge.model)
+        params += judge.num_params * p_bytes
+        judge_cache = (2 * judge.num_layers * cfg.judge.batch_size * judge.num_kv_heads
+                       * cfg.judge.max_cache_len * judge.head_dim * p_bytes)
     optimizer = n * (4 + 4)  # Adam moments in float32
     grads = n * 4  # float32 accumulation
     rows_sampled = max(sp.goals_per_step * sp.attacks_per_goal,
                        (sp.goals_per_step * sp.attacks_per_goal + sp.replay_per_step
                         + sp.benign_per_step) * sp.responses_per_attack)
     cache = (2 * shape.num_layers * rows_sampled * shape.num_kv_heads * cfg.model.max_cache_len
-             * shape.head_dim * p_bytes)
+             * shape.head_dim * p_bytes) + judge_cache
     activations = max(_update_activations(cfg, shape, groups // cfg.rl.micro_batches, size,
                                           max_tokens)
                       for groups, size, max_tokens in zip(

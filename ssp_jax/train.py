@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ssp_jax import sharding
 from ssp_jax.checkpoint import Checkpointer, abstract_like, restore_from_path
-from ssp_jax.config import TrainConfig, to_json, validate
+from ssp_jax.config import to_json, validate
 from ssp_jax.data.mixture import GoalMixture, from_config
 from ssp_jax.evaluate.runner import evaluate_goals
 from ssp_jax.cli import UserError
@@ -104,8 +104,6 @@ class Trainer:
         del model
         check_prompt_budget(self.tokenizer, cfg.selfplay.max_prompt_tokens,
                             cfg.selfplay.attacker_brief, cfg.selfplay.defender_system_prompt)
-        self.optimizer = make_optimizer(cfg.rl)
-        state = jax.jit(lambda p: init_train_state(p, self.optimizer))(params)
         self.ref_params = jax.tree.map(jnp.copy, params) if cfg.rl.beta > 0 else None
 
         def frozen_policy() -> JudgeModel:  # one frozen copy serves the KL and the judge
@@ -123,6 +121,8 @@ class Trainer:
                if cfg.judge.instruction_source == "goal" else
                {"request_tokens": cfg.selfplay.attacker_max_tokens,
                 "request_field": "selfplay.attacker_max_tokens"}))
+        self.optimizer = make_optimizer(cfg.rl)  # compilation starts here, once the judge is up
+        state = jax.jit(lambda p: init_train_state(p, self.optimizer))(params)
         self.is_refusal = RefusalJudge().is_refusal
         self.pool = ReplayPool(cfg.replay)
         self.bad_steps = 0

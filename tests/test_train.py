@@ -94,6 +94,11 @@ def test_repeated_non_finite_updates_stop_the_run(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("sections, error, match", [
     ({"judge__name": "oracle"}, ConfigError, "judge.name='oracle'; valid: refusal, rubric, llm"),
+    ({"judge__name": "wildguard", "judge__url": "http://127.0.0.1:9/v1"}, ConfigError,
+     "judge.url needs judge.remote_model"),
+    ({"judge__max_excluded_fraction": 1.5}, ConfigError, "judge.max_excluded_fraction=1.5"),
+    ({"judge__name": "rubric", "judge__max_cache_len": 256}, ValueError,
+     "does not fit the judge cache.*raise judge.max_cache_len"),
     ({"selfplay__goals_per_step": "4"}, ConfigError, "selfplay.goals_per_step='4' has type str"),
     ({"rl__learning_rate": -1.0}, ConfigError, "rl.learning_rate=-1.0 must be > 0"),
     ({"rl__aggregation": "mean"}, ConfigError, "rl.aggregation='mean'"),

@@ -50,5 +50,7 @@ class JudgeBackend(Protocol):
                          candidates: Sequence[str]) -> list[np.ndarray | RowError]:
         """For each prompt, `[K]` f32: the probability, under the full next-token distribution
         at the first generated position, of the first token of each of the K candidate strings
-        (0 where a server's top_logprobs list does not contain it)."""
+        as it is tokenized right after the prompt (" Yes" after "[/INST]"), 0 where a server's
+        top_logprobs list does not contain it. A format reads its verdict from these numbers
+        alone, so two candidates that share a first token make the row a RowError."""
         ...

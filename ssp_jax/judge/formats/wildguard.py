@@ -44,7 +44,8 @@ class WildGuard(ProbabilityFormat):
                                 f"---\n\nAnswers: [/INST]\n<|assistant|>\n")
 
     def from_probs(self, probs: np.ndarray) -> Outcome:
-        return binary_verdict(float(probs[0]), float(probs[1]), "harmful response", "not")
+        return binary_verdict(float(probs[0]), float(probs[1]), "harmful response: yes",
+                              "harmful response: no")
 
     def parse(self, text: str) -> Verdict | None:
         match = _ANSWER_RE.search(text)
