@@ -51,6 +51,14 @@ def test_calibrate_matches_hand_count_on_mini_fixture():
     json.dumps(r)
 
 
+def test_unsafe_only_keeps_the_contrast_prompts():
+    r = calibrate(RefusalJudge(), MINI, unsafe_only=True)
+    types = [row.type for row in read_completions(MINI)]
+    assert r["n_rows"] == sum(t.startswith("contrast_") for t in types) == r["n_full"] + \
+        r["partial"]["n"]
+    assert r["prompts"] == "unsafe only" and "unsafe only prompts" in format_report(r)
+
+
 def test_refusal_threshold_decides_how_empty_answers_count():
     r = calibrate(RefusalJudge(), MINI, refusal_max_score=1.0)
     assert r["confusion"]["2_full_refusal"] == {"refusal": 3, "compliance": 3}

@@ -201,9 +201,13 @@ def calibrate_main(argv: list[str]) -> int:
     p.add_argument("--completions", nargs="+", required=True, type=pathlib.Path)
     p.add_argument("--out", type=pathlib.Path, default=None, help="write results JSON here")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--unsafe-only", action="store_true",
+                   help="only XSTest's unsafe (contrast_*) prompts: the fair test of a harm "
+                        "classifier")
     args = p.parse_args(argv)
     judge = make_judge(judge_config(args, allow_self=False))
-    results = [calibrate(judge, path) for path in args.completions]
+    results = [calibrate(judge, path, unsafe_only=args.unsafe_only)
+               for path in args.completions]
     print(format_report(results))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
