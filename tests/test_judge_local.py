@@ -124,3 +124,16 @@ def test_factory_builds_each_kind_of_judge(guard_dir):
                                api_key_env="JUDGE_KEY_UNSET_FOR_TEST"))
     with pytest.raises(ValueError, match="judge.name='gpt4'; valid: refusal, rubric, llm"):
         make_judge(JudgeConfig(name="gpt4"))
+
+
+def test_a_judge_model_on_the_mesh_scores_like_one_on_a_single_device(guard_dir):
+    from ssp_jax import sharding
+
+    mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
+    cfg = JudgeConfig(name="llama_guard", model=str(guard_dir))
+    placed = make_judge(cfg, mesh=mesh)
+    embed = placed.backend.params["embed"]
+    assert embed.sharding.mesh.shape == mesh.shape and not embed.sharding.is_fully_replicated
+    expected = make_judge(cfg).score(REQUESTS, REQUESTS, RESPONSES).scores
+    np.testing.assert_allclose(placed.score(REQUESTS, REQUESTS, RESPONSES).scores, expected,
+                               atol=1e-4)
