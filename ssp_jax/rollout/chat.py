@@ -1,4 +1,4 @@
-"""Batched greedy completions on the jitted sampler (the LLM judge, evaluation)."""
+"""Batched greedy completions on the jitted sampler (evaluation)."""
 
 from __future__ import annotations
 
@@ -30,11 +30,3 @@ def greedy_completions(cfg: ModelConfig, params: Params, tokenizer: Tokenizer,
             progress(len(chunk))
     return replies
 
-
-def chat_completions(cfg: ModelConfig, params: Params, tokenizer: Tokenizer,
-                     conversations: Sequence[list[dict]], max_new_tokens: int, *,
-                     batch_size: int = 16, max_cache_len: int | None = None) -> list[str]:
-    """Greedy replies to each conversation (a list of chat messages)."""
-    return greedy_completions(cfg, params, tokenizer,
-                              [tokenizer.encode_chat(messages) for messages in conversations],
-                              max_new_tokens, batch_size=batch_size, max_cache_len=max_cache_len)
