@@ -119,3 +119,18 @@ def test_the_frozen_policy_judge_shares_the_kl_reference_copy(tmp_path):
     trainer = train_lib.Trainer(tiny_config(judge__name="rubric", rl__beta=0.1), tmp_path)
     assert trainer.judge.backend.params is trainer.ref_params
     assert trainer.judge.describe == "rubric on model:frozen policy"
+
+
+def test_a_guard_model_judges_a_training_step(tmp_path):
+    pytest.importorskip("torch")
+    from ssp_jax.metrics import read_metrics
+    from tests.tiny_guard import write_guard_model
+
+    write_guard_model(tmp_path / "guard", force=" Yes")  # every answer is "an instance"
+    cfg = tiny_config(judge__name="harmbench", judge__model=str(tmp_path / "guard"),
+                      train__num_steps=1, ckpt__every_steps=0)
+    train_lib.train(cfg, tmp_path / "run")
+    [record] = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert record["judge/excluded"] == 0.0 and record["judge/rows"] == 64.0
+    assert record["attack_success_rate"] == 1.0
+    assert record["judge/score_mean"] == pytest.approx(5.0, abs=1e-3)
