@@ -24,10 +24,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
-    """absl flag parsing; an override of a field the config does not have is a user error
-    naming the field and the valid keys (ml_collections raises a bare AttributeError)."""
+    """absl flag parsing; a bad flag, or an override of a field the config does not have, is a
+    user error (for the latter naming the field and the valid keys, where ml_collections raises
+    a bare AttributeError)."""
     try:
         return flags.FLAGS(list(argv))
+    except flags.Error as e:  # a missing or malformed flag
+        raise cli.UserError(str(e)) from None
     except (AttributeError, KeyError, TypeError):
         overrides = [a[len("--config."):].split("=", 1)[0] for a in argv
                      if a.startswith("--config.")]

@@ -33,6 +33,8 @@ def run(*args, env_extra=None):
      "error: unknown config field judge.nosuch; valid judge keys: api_key_env, batch_size, "),
     (["-m", "ssp_jax.main", "--config", "configs/tiny.py", "--workdir", "/tmp/unused",
       "--config.judge.name=oracle"], "error: config field judge.name='oracle'; valid: "),
+    (["-m", "ssp_jax.main", "--config", "configs/tiny.py"],
+     "error: flag --workdir=None: Flag --workdir must have a value other than None"),
     (["-m", "ssp_jax.evaluate", "--model", "tiny-random", "--benchmark", "hb=x.csv", "--out",
       "/tmp/unused", "--judge", "llama_guard"], "error: --judge llama_guard needs a fixed judge"),
     (["-m", "ssp_jax.export", "--checkpoint", "/nonexistent/7", "--out", "/tmp/unused"],
