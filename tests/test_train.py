@@ -97,8 +97,6 @@ def test_repeated_non_finite_updates_stop_the_run(tmp_path, monkeypatch):
     ({"judge__name": "wildguard", "judge__url": "http://127.0.0.1:9/v1"}, ConfigError,
      "judge.url needs judge.remote_model"),
     ({"judge__max_excluded_fraction": 1.5}, ConfigError, "judge.max_excluded_fraction=1.5"),
-    ({"judge__name": "rubric", "judge__max_cache_len": 256}, ValueError,
-     "does not fit the judge cache.*raise judge.max_cache_len"),
     ({"selfplay__goals_per_step": "4"}, ConfigError, "selfplay.goals_per_step='4' has type str"),
     ({"rl__learning_rate": -1.0}, ConfigError, "rl.learning_rate=-1.0 must be > 0"),
     ({"rl__aggregation": "mean"}, ConfigError, "rl.aggregation='mean'"),
@@ -109,6 +107,14 @@ def test_bad_config_fields_fail_before_compilation(tmp_path, monkeypatch, sectio
     with recording_compiles() as compiles, pytest.raises(error, match=match):
         train_lib.Trainer(tiny_config(**sections), tmp_path)
     assert compiles == [] and loads == []
+
+
+def test_a_judge_cache_too_small_for_its_prompts_fails_at_start_up(tmp_path):
+    cfg = tiny_config(judge__name="rubric", judge__max_cache_len=256)
+    with pytest.raises(ValueError, match=r"rubric judge prompt does not fit the judge cache: "
+                                         r"format text \d+ \+ request 96 \(selfplay.max_prompt_"
+                                         r"tokens\).*raise judge.max_cache_len"):
+        train_lib.Trainer(cfg, tmp_path)
 
 
 def test_missing_goals_file_fails_before_compilation(tmp_path, monkeypatch):
