@@ -104,6 +104,7 @@ class Engine:
 
     max_batch: most rows (requests × n) in one sampler call.
     max_cache_len: longest prompt + new tokens a request may have.
+    `batch_sizes` lists the number of requests of every batch run so far (for logs and tests).
     """
 
     def __init__(self, cfg: ModelConfig, params: Params, tokenizer: Tokenizer, *,
@@ -114,6 +115,7 @@ class Engine:
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._backlog: list[_Request] = []
         self._rng = np.random.default_rng()
+        self.batch_sizes: list[int] = []
         self._worker = threading.Thread(target=self._loop, name="ssp-serve-engine", daemon=True)
         self._worker.start()
 
@@ -177,6 +179,7 @@ class Engine:
                     break
                 self._backlog.append(item)
             batch = self._take_batch()
+            self.batch_sizes.append(len(batch))
             try:
                 results = self._run(batch)
             except Exception as e:  # noqa: BLE001 - the error goes to every waiting request

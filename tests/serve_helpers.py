@@ -1,0 +1,86 @@
+"""Helpers for the HTTP tests: free ports, `python -m ssp_jax.serve` as a subprocess, and a
+FastAPI stub server run by uvicorn in a thread (all on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Iterator
+
+import httpx2
+import uvicorn
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+STARTUP_S = 300  # a cold start on a loaded 2-core machine; the loop ends as soon as it answers
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(url: str, process: subprocess.Popen | None = None,
+                   thread: threading.Thread | None = None, log: pathlib.Path | None = None
+                   ) -> None:
+    deadline = time.monotonic() + STARTUP_S
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode}:\n"
+                               f"{log.read_text() if log else ''}")
+        if thread is not None and not thread.is_alive():
+            raise RuntimeError("the stub server thread ended")
+        try:
+            if httpx2.get(f"{url}/models", timeout=2).status_code == 200:
+                return
+        except httpx2.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"no answer from {url} within {STARTUP_S} s")
+
+
+@contextlib.contextmanager
+def serve_process(log: pathlib.Path, *args: str) -> Iterator[str]:
+    """Runs `python -m ssp_jax.serve ARGS --host 127.0.0.1 --port P` (output to `log`); yields
+    `http://127.0.0.1:P/v1` once `/v1/models` answers, and stops the process afterwards."""
+    port = free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ssp_jax.serve", *args, "--host", "127.0.0.1", "--port",
+             str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_until_up(url, process=process, log=log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def app_in_thread(app) -> Iterator[str]:
+    """Serves an ASGI app with uvicorn in a daemon thread; yields its `http://...:P/v1`."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        _wait_until_up(url, thread=thread)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
