@@ -1,0 +1,188 @@
+"""A judge backend that calls any OpenAI-compatible server (vLLM, SGLang, TGI, or our own
+`python -m ssp_jax.serve`).
+
+Chat prompts go to `/chat/completions`, raw text prompts (a guard model's own format) to
+`/completions`, always greedy (temperature 0). Probabilities come from the server's log-probs
+at the first generated position: `top_logprobs` for chat, `logprobs: N` for completions.
+Up to `max_concurrency` requests are in flight at once; each has `timeout_s` and is retried
+`max_retries` times with exponential backoff on connection errors, timeouts, HTTP 408/409/429
+and 5xx. A row that still fails is a `RowError` naming the url and the error: the batch goes on,
+and no answer is ever made up for it.
+
+HTTP goes through httpx2 (the maintained successor of httpx, which the `openai` client and
+huggingface_hub use).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import math
+import time
+from typing import Any, Callable, Sequence
+
+import httpx2
+import numpy as np
+
+from ssp_jax.cli import UserError
+from ssp_jax.judge.backend import JudgePrompt, RowError
+
+TOP_LOGPROBS = 20  # alternatives asked for at the first position (OpenAI's and vLLM's limit)
+RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+BACKOFF_S = 0.5  # wait before retry k (k = 0, 1, ...) is BACKOFF_S * 2^k, capped
+MAX_BACKOFF_S = 8.0
+
+
+def candidate_probs(top: Sequence[tuple[str, float]], candidates: Sequence[str]) -> np.ndarray:
+    """`[K]` f32: for each candidate string, exp(logprob) of the server token that is its
+    longest non-empty prefix among the `top` (token text, logprob) pairs; 0 when none is (the
+    server lists only its top alternatives). The longest prefix stands for the candidate's
+    first token, as a greedy tokenizer would split it."""
+    probs = np.zeros(len(candidates), np.float32)
+    for i, c in enumerate(candidates):
+        matches = [(len(t), lp) for t, lp in top if t and c.startswith(t)]
+        if matches:
+            probs[i] = math.exp(max(matches)[1])
+    return probs
+
+
+def _top_of_chat(choice: dict) -> list[tuple[str, float]] | None:
+    content = (choice.get("logprobs") or {}).get("content") or []
+    if not content or content[0].get("top_logprobs") is None:
+        return None
+    return [(e["token"], float(e["logprob"])) for e in content[0]["top_logprobs"]]
+
+
+def _top_of_completion(choice: dict) -> list[tuple[str, float]] | None:
+    top = (choice.get("logprobs") or {}).get("top_logprobs") or []
+    if not top or not top[0]:
+        return None
+    return [(t, float(lp)) for t, lp in top[0].items()]
+
+
+class RemoteBackend:
+    """`JudgeBackend` over an OpenAI-compatible server at `url` (e.g. `http://HOST:PORT/v1`)
+    serving `model`. `api_key` (None: none) is sent as a bearer token."""
+
+    def __init__(self, url: str, model: str, *, api_key: str | None, timeout_s: float,
+                 max_concurrency: int, max_retries: int) -> None:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"judge url {url!r} must start with http:// or https://")
+        if timeout_s <= 0 or max_concurrency < 1 or max_retries < 0:
+            raise ValueError(f"judge server {url}: need timeout_s > 0 (got {timeout_s}), "
+                             f"max_concurrency ≥ 1 (got {max_concurrency}) and max_retries ≥ 0 "
+                             f"(got {max_retries})")
+        self.url = url.rstrip("/")
+        self.model = model
+        self.max_retries = max_retries
+        self.describe = f"url:{self.url} {model}"
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx2.Client(
+            base_url=self.url, headers=headers, timeout=httpx2.Timeout(timeout_s),
+            limits=httpx2.Limits(max_connections=max_concurrency,
+                                 max_keepalive_connections=max_concurrency))
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_concurrency,
+                                                           thread_name_prefix="remote-judge")
+
+    def check(self) -> None:
+        """Raises UserError (naming the url and the cause) unless the server answers
+        `GET /models` and lists this backend's model."""
+        try:
+            response = self._client.get("/models")
+        except httpx2.HTTPError as e:
+            raise UserError(f"judge server {self.url} cannot be reached: "
+                            f"{type(e).__name__}: {e}") from None
+        if response.status_code != 200:
+            raise UserError(f"judge server {self.url}: GET /models answered HTTP "
+                            f"{response.status_code}: {response.text[:300]}")
+        try:
+            served = [m["id"] for m in response.json()["data"]]
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"judge server {self.url}: GET /models did not answer an "
+                            f"OpenAI model list: {response.text[:300]}") from None
+        if self.model not in served:
+            raise UserError(f"judge server {self.url} does not serve model {self.model!r}; it "
+                            f"serves: {', '.join(served) or 'nothing'}")
+
+    def close(self) -> None:
+        """Closes the connections and the request threads."""
+        self._pool.shutdown()
+        self._client.close()
+
+    def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int) -> list[str | RowError]:
+        """Greedy completion of each prompt (stripped of surrounding whitespace)."""
+        def text(choice: dict, chat: bool) -> str:
+            return ((choice["message"]["content"] if chat else choice["text"]) or "").strip()
+
+        return self._map(prompts, {"max_tokens": max_tokens, "temperature": 0}, text)
+
+    def next_token_probs(self, prompts: Sequence[JudgePrompt],
+                         candidates: Sequence[str]) -> list[np.ndarray | RowError]:
+        """`[K]` f32 probabilities of the candidates' first tokens at the first generated
+        position, read from the server's top log-probs (0 where a candidate is not among them);
+        a RowError when the server returns no log-probs."""
+        def probs(choice: dict, chat: bool) -> np.ndarray | RowError:
+            top = _top_of_chat(choice) if chat else _top_of_completion(choice)
+            if top is None:
+                return RowError(f"judge server {self.url} ({self.model}) returned no logprobs; "
+                                "use a server that offers logprobs or a text-parsing format")
+            return candidate_probs(top, candidates)
+
+        def body(chat: bool) -> dict:
+            return {"max_tokens": 1, "temperature": 0, "logprobs": True,
+                    "top_logprobs": TOP_LOGPROBS} if chat else \
+                {"max_tokens": 1, "temperature": 0, "logprobs": TOP_LOGPROBS}
+
+        return self._map(prompts, body, probs)
+
+    def _map(self, prompts: Sequence[JudgePrompt], extra: dict | Callable[[bool], dict],
+             read: Callable[[dict, bool], Any]) -> list:
+        """Sends every prompt (concurrently) and reads each first choice with `read(choice,
+        is_chat)`; failures of any kind become RowErrors."""
+        def one(prompt: JudgePrompt) -> Any:
+            chat = prompt.messages is not None
+            fields = extra(chat) if callable(extra) else extra
+            if chat:
+                path, body = "/chat/completions", {"messages": [dict(m) for m in prompt.messages]}
+            else:
+                path, body = "/completions", {"prompt": prompt.text}
+            answer = self._post(path, {"model": self.model, **body, **fields})
+            if isinstance(answer, RowError):
+                return answer
+            try:
+                return read(answer["choices"][0], chat)
+            except (KeyError, IndexError, TypeError, ValueError) as e:
+                return RowError(f"judge server {self.url}{path} ({self.model}): unexpected "
+                                f"answer ({type(e).__name__}: {e}): {str(answer)[:300]}")
+
+        def guarded(prompt: JudgePrompt) -> Any:
+            try:
+                return one(prompt)
+            except Exception as e:  # noqa: BLE001 - one row's failure never ends the batch
+                return RowError(f"judge server {self.url} ({self.model}): "
+                                f"{type(e).__name__}: {e}")
+
+        return list(self._pool.map(guarded, prompts))
+
+    def _post(self, path: str, body: dict) -> dict | RowError:
+        """POSTs with retries and exponential backoff; the decoded JSON or a RowError."""
+        error, attempts = "", 0
+        for attempt in range(self.max_retries + 1):
+            attempts = attempt + 1
+            try:
+                response = self._client.post(path, json=body)
+            except httpx2.HTTPError as e:
+                error = f"{type(e).__name__}: {e}"
+            else:
+                if response.status_code == 200:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        error = f"invalid JSON: {response.text[:300]}"
+                else:
+                    error = f"HTTP {response.status_code}: {response.text[:300]}"
+                    if response.status_code not in RETRY_STATUS:
+                        break  # the request itself is wrong: sending it again cannot help
+            if attempt < self.max_retries:
+                time.sleep(min(BACKOFF_S * 2 ** attempt, MAX_BACKOFF_S))
+        return RowError(f"judge server {self.url}{path} ({self.model}) failed after {attempts} "
+                        f"attempt(s): {error}")
