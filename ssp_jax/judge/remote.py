@@ -36,7 +36,10 @@ def candidate_probs(top: Sequence[tuple[str, float]], candidates: Sequence[str])
     """`[K]` f32: for each candidate string, exp(logprob) of the server token that is its
     longest non-empty prefix among the `top` (token text, logprob) pairs; 0 when none is (the
     server lists only its top alternatives). The longest prefix stands for the candidate's
-    first token, as a greedy tokenizer would split it."""
+    first token, as a greedy tokenizer would split it: exact when the candidates are single
+    tokens of the judge's vocabulary (verdict words such as "safe" / "unsafe", "Yes" / "No");
+    when a candidate's own first token is missing from the list but a shorter prefix of it is
+    listed, that prefix's probability is taken, since token text alone cannot tell them apart."""
     probs = np.zeros(len(candidates), np.float32)
     for i, c in enumerate(candidates):
         matches = [(len(t), lp) for t, lp in top if t and c.startswith(t)]
