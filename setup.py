@@ -30,10 +30,14 @@ setup(
         "absl-py>=2.1",
         "tensorboardX>=2.6",
         "matplotlib>=3.8",
+        "fastapi>=0.165",  # python -m ssp_jax.serve
+        "uvicorn>=0.54",
+        "httpx2>=2.16.2",  # remote judges (the maintained successor of httpx)
     ],
     extras_require={
         # torch 2.13.0 is a local CPU build here; it is only the reference for parity tests
-        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0"],
+        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0",
+                 "openai>=3.57"],  # the official client, against python -m ssp_jax.serve
         "tfds": ["tensorflow-datasets>=4.9.9", "array_record>=0.7", "importlib_resources>=6"],
     },
 )
