@@ -3,9 +3,9 @@
 `generate` (greedy verdict text) and `next_token_probs` (answer probabilities, no decoding).
 The weights are random or not trained for judging: the figures measure speed, not verdicts.
 
-Each path is timed after two warm-up passes over the same rows (compilation excluded); the
-server runs as a subprocess with the same batch size, the client sends up to that many
-requests at once.
+Each path is timed after three warm-up passes over the same rows (compilation excluded: the
+server compiles one program per padded batch size it meets); the server runs as a subprocess
+with the same batch size, and the client sends up to that many requests at once.
 
   python benchmarks/judge_throughput.py --model tiny-random --rows 64
   python benchmarks/judge_throughput.py --model smollm2-135m-instruct --rows 32
@@ -51,9 +51,9 @@ def judge_prompts(rows: int, words: int, seed: int = 0) -> list[JudgePrompt]:
 
 
 def timed(fn, *args) -> tuple[float, list]:
-    """Seconds of the third call (the first two compile and warm up) and its rows."""
-    fn(*args)
-    fn(*args)
+    """Seconds of the fourth call (the first three compile and warm up) and its rows."""
+    for _ in range(3):
+        fn(*args)
     start = time.perf_counter()
     out = fn(*args)
     seconds = time.perf_counter() - start

@@ -39,6 +39,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="parameter and compute dtype for --model (a checkpoint keeps its own)")
     p.add_argument("--max-batch", type=int, default=16,
                    help="most rows (requests x n) in one sampler call")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0,
+                   help="how long a request reaching an idle server waits for others to batch")
     p.add_argument("--max-cache-len", type=int, default=None,
                    help="longest prompt + max_tokens (default: the model's context length)")
     return p.parse_args(argv)
@@ -61,7 +63,7 @@ def main(argv: Sequence[str]) -> int:
     else:
         model, tokenizer = load(args.model, dtype=args.dtype)
     engine = Engine(model.config, model.params(), tokenizer, max_batch=args.max_batch,
-                    max_cache_len=args.max_cache_len)
+                    max_cache_len=args.max_cache_len, batch_wait_s=args.batch_wait_ms / 1000)
     name = args.served_model_name or args.model or args.checkpoint
     try:
         uvicorn.run(create_app(engine, name), host=args.host, port=args.port, log_level="info")

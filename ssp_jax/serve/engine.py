@@ -1,5 +1,6 @@
 """The serving engine: a worker thread that drains a queue of completion requests and runs the
-compatible ones as one call of the jitted sampler.
+compatible ones as one call of the jitted sampler. A request that finds the engine idle waits
+`batch_wait_s` (a few ms) for others to join it.
 
 Requests are compatible when they share the prompt length bucket, the bucketed number of new
 tokens and the sampling settings (the sampler takes these per call). A seeded request with
@@ -16,6 +17,7 @@ import dataclasses
 import logging
 import queue
 import threading
+import time
 from typing import Hashable, Sequence
 
 import jax
@@ -104,16 +106,20 @@ class Engine:
 
     max_batch: most rows (requests × n) in one sampler call.
     max_cache_len: longest prompt + new tokens a request may have.
+    batch_wait_s: how long a request arriving at an idle engine waits for others to join its
+      batch (a burst of concurrent requests then runs as one full batch, not as 1 + the rest).
     `batch_sizes` lists the number of requests of every batch run so far (for logs and tests).
     """
 
     def __init__(self, cfg: ModelConfig, params: Params, tokenizer: Tokenizer, *,
-                 max_batch: int = 16, max_cache_len: int | None = None) -> None:
+                 max_batch: int = 16, max_cache_len: int | None = None,
+                 batch_wait_s: float = 0.005) -> None:
         self.cfg, self.params, self.tokenizer = cfg, params, tokenizer
-        self.max_batch = max_batch
+        self.max_batch, self.batch_wait_s = max_batch, batch_wait_s
         self.max_cache_len = max_cache_len or cfg.max_position_embeddings
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._backlog: list[_Request] = []
+        self._stopping = False
         self._rng = np.random.default_rng()
         self.batch_sizes: list[int] = []
         self._worker = threading.Thread(target=self._loop, name="ssp-serve-engine", daemon=True)
@@ -165,19 +171,15 @@ class Engine:
     def _loop(self) -> None:
         while True:
             if not self._backlog:
+                if self._stopping:
+                    return
                 item = self._queue.get()
                 if item is None:
                     return
                 self._backlog.append(item)
-            while True:  # everything queued meanwhile joins the backlog
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # stop once the backlog is done
-                    break
-                self._backlog.append(item)
+                self._collect(time.monotonic() + self.batch_wait_s)
+            else:
+                self._collect(None)
             batch = self._take_batch()
             self.batch_sizes.append(len(batch))
             try:
@@ -189,6 +191,22 @@ class Engine:
                 continue
             for r, samples in zip(batch, results):
                 r.future.set_result(samples)
+
+    def _collect(self, deadline: float | None) -> None:
+        """Moves queued requests to the backlog: until `deadline` (monotonic seconds) or until
+        max_batch rows wait, or only those already queued when `deadline` is None."""
+        while not self._stopping:
+            rows = sum(r.sampling.n for r in self._backlog)
+            wait = 0.0 if deadline is None or rows >= self.max_batch else \
+                deadline - time.monotonic()
+            try:
+                item = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if item is None:  # close(): finish the backlog, then stop
+                self._stopping = True
+                return
+            self._backlog.append(item)
 
     def _take_batch(self) -> list[_Request]:
         """The oldest request and the queued ones compatible with it, up to max_batch rows."""
