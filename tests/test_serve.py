@@ -17,6 +17,7 @@ from serve_helpers import REPO, serve_process
 from ssp_jax.models import forward, load
 from ssp_jax.rollout.chat import chat_completions, greedy_completions
 from ssp_jax.serve import Engine, Sampling
+from ssp_jax.serve.engine import padded_batch, token_bucket
 
 MODEL = "tiny-random"
 CONVERSATIONS = [
@@ -183,3 +184,10 @@ def test_serve_without_a_model_is_a_one_line_user_error():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == "error: give --model SPEC or --checkpoint DIR"
+
+
+def test_token_and_batch_buckets_bound_the_number_of_programs():
+    assert [token_bucket(n) for n in (1, 2, 3, 4, 5, 7, 9, 16, 17)] == \
+        [1, 2, 3, 4, 6, 8, 12, 16, 24]
+    assert [padded_batch(n, 16) for n in (1, 2, 4, 5, 16)] == [1, 4, 4, 16, 16]
+    assert padded_batch(5, 8) == 8

@@ -5,7 +5,8 @@ compatible ones as one call of the jitted sampler. A request that finds the engi
 Requests are compatible when they share the prompt length bucket, the bucketed number of new
 tokens and the sampling settings (the sampler takes these per call). A seeded request with
 temperature > 0 runs alone so that its seed alone decides its sample. Batches are padded to a
-power of two rows (repeating the last prompt) so that a handful of programs serve all sizes.
+power of 4 rows or max_batch (repeating the last prompt) so that a handful of programs serve
+all sizes.
 One-token requests (the judge's probability path) skip the KV-cache sampler: one forward pass
 gives the distribution and the sampler's `sample_token` draws from it.
 """
@@ -86,8 +87,14 @@ def token_bucket(n: int) -> int:
     return bucket
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
+def padded_batch(n: int, max_batch: int) -> int:
+    """Rows a batch of n runs with: the smallest power of 4 ≥ n, capped at max_batch. Few
+    sizes mean few compiled programs (each costs seconds on a CPU); padding rows are cheap
+    next to a compilation."""
+    size = 1
+    while size < n:
+        size *= 4
+    return min(size, max_batch)
 
 
 def right_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int
@@ -226,7 +233,7 @@ class Engine:
         s = batch[0].sampling
         n = s.n
         prompts = [r.prompt for r in batch]
-        size = min(_pow2(len(prompts)), self.max_batch // n)
+        size = padded_batch(len(prompts), self.max_batch // n)
         prompts += [prompts[-1]] * (size - len(prompts))
         m = batch[0].new_tokens
         seed = s.seed if s.seed is not None else int(self._rng.integers(2**31))
