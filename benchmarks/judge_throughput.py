@@ -7,7 +7,8 @@ Each path is timed after three warm-up passes over the same rows (compilation ex
 server compiles one program per padded batch size it meets); the server runs as a subprocess
 with the same batch size, and the client sends up to that many requests at once.
 
-  python benchmarks/judge_throughput.py --model tiny-random --rows 64
+  python benchmarks/judge_throughput.py --model tiny-random --rows 64 \
+      --candidates assistant character
   python benchmarks/judge_throughput.py --model smollm2-135m-instruct --rows 32
 """
 
@@ -33,7 +34,6 @@ from ssp_jax.models import load
 from ssp_jax.models.tiny import WORDS
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-CANDIDATES = ("Sure,", "Sorry,")  # distinct first tokens in both vocabularies
 
 
 def judge_prompts(rows: int, words: int, seed: int = 0) -> list[JudgePrompt]:
@@ -98,6 +98,8 @@ def main() -> None:
     p.add_argument("--verdict-tokens", type=int, default=16, help="max_tokens of generate")
     p.add_argument("--batch", type=int, default=16, help="rows per sampler call, both sides")
     p.add_argument("--cache", type=int, default=512, help="judge cache length, both sides")
+    p.add_argument("--candidates", nargs="+", default=["Sure,", "Sorry,"],
+                   help="answer strings of next_token_probs (distinct first tokens)")
     args = p.parse_args()
     prompts = judge_prompts(args.rows, args.words)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -112,7 +114,7 @@ def main() -> None:
     results["in process", "generate"], local_text = timed(local.generate, prompts,
                                                           args.verdict_tokens)
     results["in process", "next_token_probs"], local_probs = timed(
-        local.next_token_probs, prompts, CANDIDATES)
+        local.next_token_probs, prompts, args.candidates)
     del local, model
     process, url = start_server(args.model, args.batch, args.cache)
     remote = RemoteBackend(url, args.model, api_key=None, timeout_s=600.0,
@@ -121,7 +123,7 @@ def main() -> None:
         results["serve", "generate"], remote_text = timed(remote.generate, prompts,
                                                           args.verdict_tokens)
         results["serve", "next_token_probs"], remote_probs = timed(
-            remote.next_token_probs, prompts, CANDIDATES)
+            remote.next_token_probs, prompts, args.candidates)
     finally:
         remote.close()
         process.terminate()
