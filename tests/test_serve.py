@@ -5,6 +5,7 @@ pass, bad requests get OpenAI error bodies; the engine batches compatible reques
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import subprocess
 import sys
 
@@ -191,3 +192,32 @@ def test_token_and_batch_buckets_bound_the_number_of_programs():
         [1, 2, 3, 4, 6, 8, 12, 16, 24]
     assert [padded_batch(n, 16) for n in (1, 2, 4, 5, 16)] == [1, 4, 4, 16, 16]
     assert padded_batch(5, 8) == 8
+
+
+@pytest.mark.slow
+def test_serve_checkpoint_answers_with_the_trained_parameters(tmp_path):
+    from ssp_jax.export import load_checkpoint
+
+    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    train = subprocess.run(
+        [sys.executable, "-m", "ssp_jax.main", "--config", "configs/tiny.py", "--workdir",
+         str(tmp_path / "run"), "--config.train.num_steps=2",
+         "--config.selfplay.goals_per_step=4", "--config.selfplay.responses_per_attack=2"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-3000:]
+    checkpoint = tmp_path / "run" / "checkpoints" / "2"
+    model, tokenizer, step = load_checkpoint(checkpoint)
+    assert step == 2
+    prompt = tokenizer.encode(RAW_PROMPT)
+    want = next_token_logprobs((model.config, model.params(), tokenizer), prompt)[0]
+    with serve_process(tmp_path / "serve.log", "--checkpoint", str(checkpoint)) as url:
+        client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=300)
+        answer = client.completions.create(model=str(checkpoint), prompt=RAW_PROMPT,
+                                           max_tokens=1, temperature=0, logprobs=3)
+    top = answer.choices[0].logprobs.top_logprobs[0]
+    best = np.argsort(-want)[:3]
+    np.testing.assert_allclose(list(top.values()), want[best], atol=1e-4)
+    initial, _ = load(MODEL)
+    start = next_token_logprobs((initial.config, initial.params(), tokenizer), prompt)[0]
+    assert np.abs(start - want).max() > 1e-3  # the trained parameters, not the base model's
