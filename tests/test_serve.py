@@ -126,6 +126,18 @@ def test_chat_logprobs_equal_in_process_forward(tiny, client):
                                    atol=1e-4)
 
 
+def test_token_id_prompts_answer_like_their_text(tiny, client):
+    _, _, tokenizer = tiny
+    ids = tokenizer.encode(RAW_PROMPT)
+    text = client.completions.create(model=MODEL, prompt=RAW_PROMPT, max_tokens=5,
+                                     temperature=0).choices[0].text
+    batch = client.completions.create(model=MODEL, prompt=[ids, ids[:-3]], max_tokens=5,
+                                      temperature=0)
+    assert [c.index for c in batch.choices] == [0, 1]
+    assert batch.choices[0].text == text
+    assert batch.usage.prompt_tokens == 2 * len(ids) - 3
+
+
 def test_stop_string_cuts_the_text(client):
     plain = client.completions.create(model=MODEL, prompt=RAW_PROMPT, max_tokens=6,
                                       temperature=0).choices[0]
