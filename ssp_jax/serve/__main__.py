@@ -54,7 +54,8 @@ def main(argv: Sequence[str]) -> int:
     if args.max_batch < 1:
         raise UserError(f"--max-batch must be ≥ 1, got {args.max_batch}")
     if args.checkpoint is not None:
-        base = read_saved_config(pathlib.Path(args.checkpoint).expanduser().absolute())["model"]["spec"]
+        saved = read_saved_config(pathlib.Path(args.checkpoint).expanduser().absolute())
+        base = saved["model"]["spec"]
         if args.model is not None and args.model != base:
             raise UserError(f"--model {args.model} is not the base model of {args.checkpoint} "
                             f"({base}); leave --model out to use the checkpoint's own")
