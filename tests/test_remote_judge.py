@@ -17,7 +17,7 @@ from ssp_jax.cli import UserError
 from ssp_jax.judge.backend import JudgePrompt, RowError
 from ssp_jax.judge.remote import RemoteBackend, candidate_probs
 from ssp_jax.models import forward, load
-from ssp_jax.rollout.chat import chat_completions, greedy_completions
+from ssp_jax.rollout.chat import greedy_completions
 
 MODEL = "tiny-random"
 CONVERSATIONS = [
@@ -59,8 +59,9 @@ def first_token_probs(tiny, prompt: list[int]) -> np.ndarray:
 
 def test_generate_through_serve_equals_in_process_greedy(tiny, server):
     cfg, params, tokenizer = tiny
-    expected = chat_completions(cfg, params, tokenizer, CONVERSATIONS, 7) + \
-        greedy_completions(cfg, params, tokenizer, [tokenizer.encode(RAW_PROMPT)], 7)
+    token_ids = [tokenizer.encode_chat(c) for c in CONVERSATIONS] + \
+        [tokenizer.encode_prompt(RAW_PROMPT)]
+    expected = greedy_completions(cfg, params, tokenizer, token_ids, 7)
     remote = backend(server)
     try:
         assert remote.generate(PROMPTS, max_tokens=7) == expected
@@ -71,7 +72,7 @@ def test_generate_through_serve_equals_in_process_greedy(tiny, server):
 def test_next_token_probs_through_serve_equal_in_process(tiny, server):
     _, _, tokenizer = tiny
     token_ids = [tokenizer.encode_chat(c) for c in CONVERSATIONS] + \
-        [tokenizer.encode(RAW_PROMPT)]
+        [tokenizer.encode_prompt(RAW_PROMPT)]
     refs = [first_token_probs(tiny, ids) for ids in token_ids]
     ranked = [[tokenizer.decode([int(t)]) for t in np.argsort(-ref)] for ref in refs]
     listed = {w for words in ranked for w in words[:20] if w}

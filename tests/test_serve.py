@@ -16,7 +16,7 @@ import pytest
 
 from serve_helpers import REPO, serve_process
 from ssp_jax.models import forward, load
-from ssp_jax.rollout.chat import chat_completions, greedy_completions
+from ssp_jax.rollout.chat import greedy_completions
 from ssp_jax.serve import Engine, Sampling
 from ssp_jax.serve.engine import padded_batch, token_bucket
 
@@ -61,7 +61,8 @@ def next_token_logprobs(tiny, prompt: list[int], completion: list[int] = ()) -> 
 
 def test_chat_completion_through_openai_client_equals_in_process_greedy(tiny, client):
     cfg, params, tokenizer = tiny
-    expected = chat_completions(cfg, params, tokenizer, CONVERSATIONS, 6)
+    prompts = [tokenizer.encode_chat(c) for c in CONVERSATIONS]
+    expected = greedy_completions(cfg, params, tokenizer, prompts, 6)
     for messages, want in zip(CONVERSATIONS, expected):
         answer = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=6,
                                                 temperature=0)
@@ -71,7 +72,8 @@ def test_chat_completion_through_openai_client_equals_in_process_greedy(tiny, cl
 
 def test_concurrent_chat_requests_equal_in_process_greedy(tiny, client):
     cfg, params, tokenizer = tiny
-    expected = chat_completions(cfg, params, tokenizer, CONVERSATIONS * 2, 5)
+    prompts = [tokenizer.encode_chat(c) for c in CONVERSATIONS * 2]
+    expected = greedy_completions(cfg, params, tokenizer, prompts, 5)
 
     def ask(messages):
         answer = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=5,
@@ -84,7 +86,7 @@ def test_concurrent_chat_requests_equal_in_process_greedy(tiny, client):
 
 def test_completion_first_token_logprobs_equal_in_process_softmax(tiny, client):
     _, _, tokenizer = tiny
-    prompt = tokenizer.encode(RAW_PROMPT)
+    prompt = tokenizer.encode_prompt(RAW_PROMPT)
     assert tokenizer.hf.convert_tokens_to_ids("<|im_start|>") == prompt[0]  # specials parsed
     answer = client.completions.create(model=MODEL, prompt=RAW_PROMPT, max_tokens=1,
                                        temperature=0, logprobs=5)
@@ -98,7 +100,7 @@ def test_completion_first_token_logprobs_equal_in_process_softmax(tiny, client):
 
 def test_completion_tokens_and_logprobs_equal_in_process(tiny, client):
     cfg, params, tokenizer = tiny
-    prompt = tokenizer.encode(RAW_PROMPT)
+    prompt = tokenizer.encode_prompt(RAW_PROMPT)
     want = greedy_completions(cfg, params, tokenizer, [prompt], 4)[0]
     answer = client.completions.create(model=MODEL, prompt=RAW_PROMPT, max_tokens=4,
                                        temperature=0, logprobs=2)
@@ -128,7 +130,7 @@ def test_chat_logprobs_equal_in_process_forward(tiny, client):
 
 def test_token_id_prompts_answer_like_their_text(tiny, client):
     _, _, tokenizer = tiny
-    ids = tokenizer.encode(RAW_PROMPT)
+    ids = tokenizer.encode_prompt(RAW_PROMPT)
     text = client.completions.create(model=MODEL, prompt=RAW_PROMPT, max_tokens=5,
                                      temperature=0).choices[0].text
     batch = client.completions.create(model=MODEL, prompt=[ids, ids[:-3]], max_tokens=5,
@@ -208,7 +210,7 @@ def test_token_and_batch_buckets_bound_the_number_of_programs():
 
 @pytest.mark.slow
 def test_serve_checkpoint_answers_with_the_trained_parameters(tmp_path):
-    from ssp_jax.export import load_checkpoint
+    from ssp_jax.checkpoint import load_checkpoint
 
     env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
@@ -221,7 +223,7 @@ def test_serve_checkpoint_answers_with_the_trained_parameters(tmp_path):
     checkpoint = tmp_path / "run" / "checkpoints" / "2"
     model, tokenizer, step = load_checkpoint(checkpoint)
     assert step == 2
-    prompt = tokenizer.encode(RAW_PROMPT)
+    prompt = tokenizer.encode_prompt(RAW_PROMPT)
     want = next_token_logprobs((model.config, model.params(), tokenizer), prompt)[0]
     with serve_process(tmp_path / "serve.log", "--checkpoint", str(checkpoint)) as url:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=300)

@@ -18,7 +18,7 @@ from typing import Sequence
 import uvicorn
 
 from ssp_jax.cli import UserError, run
-from ssp_jax.export import load_checkpoint, read_saved_config
+from ssp_jax.checkpoint import load_checkpoint, read_saved_config
 from ssp_jax.models import load
 from ssp_jax.serve.api import create_app
 from ssp_jax.serve.engine import Engine

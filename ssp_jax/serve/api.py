@@ -4,8 +4,9 @@
 Supported request fields: max_tokens (chat also max_completion_tokens), temperature (0 =
 greedy), top_p, n, seed, stop (strings, cut from the text), and log-probs: chat `logprobs` +
 `top_logprobs`, completions `logprobs: int`. Log-probs are the model's own distribution
-(temperature 1, unfiltered). Raw completion prompts are tokenized with special-token strings
-parsed (`<|im_start|>` becomes its id); a prompt may also be token ids. Errors answer with the
+(temperature 1, unfiltered). Raw completion prompts are tokenized like a judge's in process
+(`Tokenizer.encode_prompt`: special-token strings parsed, BOS added where the tokenizer adds
+one and the text lacks it); a prompt may also be token ids. Errors answer with the
 OpenAI error body `{"error": {"message", "type", "param", "code"}}`: 400 for a bad request, 404
 for an unknown model.
 """
@@ -217,7 +218,7 @@ def create_app(engine: Engine, model_name: str) -> fastapi.FastAPI:
             raise APIError(400, "stream=true and echo=true are not supported")
         raw = request.prompt
         batch = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else raw
-        prompts = [tokenizer.encode(p) if isinstance(p, str) else list(p) for p in batch]
+        prompts = [tokenizer.encode_prompt(p) if isinstance(p, str) else list(p) for p in batch]
         if not prompts:
             raise APIError(400, "prompt is an empty list", param="prompt")
         sampling = Sampling(request.max_tokens, request.temperature, request.top_p, request.seed,
