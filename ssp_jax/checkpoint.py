@@ -5,22 +5,24 @@ JSON) and `meta` (step, bad-step counter, the resolved config; JSON). The RNG ke
 data position are pure functions of (seed, step), so the step restores them. Orbax writes
 each checkpoint to a temporary folder and renames it when complete, so a run killed while
 saving never leaves a half-written checkpoint that looks finished; a checkpoint that still
-fails to read is skipped with a warning and the next older one is tried.
+fails to read is skipped with a warning and the next older one is tried. Directories are
+`epath` paths: local or `gs://` (Orbax writes arrays through tensorstore, metadata through
+epath).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import pathlib
-import shutil
 import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from ssp_jax.models import Tokenizer, Transformer, load, model_from_params
+from ssp_jax.paths import PathLike, as_path
 from ssp_jax.rl.update import UpdateConfig, init_train_state, make_optimizer
 
 log = logging.getLogger(__name__)
@@ -29,8 +31,8 @@ log = logging.getLogger(__name__)
 class Checkpointer:
     """Saves every `every_steps` (and on demand), keeps the latest `keep`."""
 
-    def __init__(self, directory: pathlib.Path, *, keep: int, async_save: bool = True):
-        self.directory = directory.absolute()
+    def __init__(self, directory: PathLike, *, keep: int, async_save: bool = True):
+        self.directory = as_path(directory)
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -57,10 +59,10 @@ class Checkpointer:
 
 
 def restore_newest(manager: ocp.CheckpointManager, steps: list[int], abstract_state: Any,
-                   quarantine: pathlib.Path | None = None) -> tuple[int, Any, dict, dict] | None:
+                   quarantine: epath.Path | None = None) -> tuple[int, Any, dict, dict] | None:
     """Tries `steps` newest first; skips (and optionally moves away) unreadable ones."""
     for step in sorted(steps, reverse=True):
-        path = pathlib.Path(manager.directory) / str(step)
+        path = epath.Path(manager.directory) / str(step)
         try:
             out = manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract_state), replay=ocp.args.JsonRestore(),
@@ -69,17 +71,17 @@ def restore_newest(manager: ocp.CheckpointManager, steps: list[int], abstract_st
             log.warning("skipping unreadable checkpoint %s: %s", path, e)
             if quarantine is not None:
                 quarantine.mkdir(parents=True, exist_ok=True)
-                shutil.move(str(path), str(quarantine / f"{step}-{int(time.time())}"))
+                path.rename(quarantine / f"{step}-{int(time.time())}")
                 manager.reload()
             continue
         return step, out.state, out.replay, out.meta
     return None
 
 
-def restore_from_path(path: str, abstract_state: Any) -> tuple[int, Any, dict, dict]:
+def restore_from_path(path: PathLike, abstract_state: Any) -> tuple[int, Any, dict, dict]:
     """Restores a given checkpoint: a step folder (`.../checkpoints/120`) or a checkpoints
     folder (its newest readable step)."""
-    p = pathlib.Path(path).expanduser().absolute()
+    p = as_path(path)
     if not p.exists():
         raise FileNotFoundError(f"ckpt.restore_from: {p} does not exist")
     if p.name.isdigit() and (p / "state").exists():
@@ -100,7 +102,7 @@ def abstract_like(tree: Any) -> Any:
                         tree)
 
 
-def read_saved_config(checkpoint: pathlib.Path) -> dict:
+def read_saved_config(checkpoint: epath.Path) -> dict:
     """The resolved training config stored in a checkpoint's metadata."""
     meta_file = checkpoint / "meta" / "metadata"
     if not meta_file.exists():
@@ -109,9 +111,9 @@ def read_saved_config(checkpoint: pathlib.Path) -> dict:
     return json.loads(meta_file.read_text())["config"]
 
 
-def load_checkpoint(checkpoint: str | pathlib.Path) -> tuple[Transformer, Tokenizer, int]:
+def load_checkpoint(checkpoint: PathLike) -> tuple[Transformer, Tokenizer, int]:
     """The trained model of a checkpoint step folder, its tokenizer and the step."""
-    ckpt = pathlib.Path(checkpoint).expanduser().absolute()
+    ckpt = as_path(checkpoint)
     saved = read_saved_config(ckpt)
     model_cfg = saved["model"]
     model, tokenizer = load(model_cfg["spec"], dtype=model_cfg["dtype"], seed=model_cfg["seed"])
@@ -119,5 +121,5 @@ def load_checkpoint(checkpoint: str | pathlib.Path) -> tuple[Transformer, Tokeni
     optimizer = make_optimizer(UpdateConfig(**saved["rl"]))
     state = jax.eval_shape(lambda p: init_train_state(p, optimizer), model.params())
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), state)
-    step, restored, _, _ = restore_from_path(str(ckpt), state)
+    step, restored, _, _ = restore_from_path(ckpt, state)
     return model_from_params(model.config, restored.params), tokenizer, step

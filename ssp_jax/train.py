@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import pathlib
-import signal
 import time
 from typing import Any
 
@@ -25,6 +23,7 @@ from ssp_jax import sharding
 from ssp_jax.checkpoint import Checkpointer, abstract_like, restore_from_path
 from ssp_jax.config import to_json, validate
 from ssp_jax.data.mixture import GoalMixture, from_config
+from ssp_jax.distributed import Preemption
 from ssp_jax.evaluate.runner import evaluate_goals
 from ssp_jax.cli import UserError
 from ssp_jax.judge.base import JudgeFailed
@@ -32,6 +31,7 @@ from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import JudgeModel, check_judge_cache, make_judge
 from ssp_jax.metrics import MetricsWriter, read_metrics
 from ssp_jax.models import load
+from ssp_jax.paths import PathLike, as_path
 from ssp_jax.replay import ReplayPool
 from ssp_jax.resume import check_resume_config
 from ssp_jax.roles import check_prompt_budget
@@ -52,21 +52,6 @@ class TrainingDiverged(UserError):
     """Too many consecutive updates with a non-finite loss or gradient."""
 
 
-class _Preemption:
-    """Turns SIGTERM into a flag checked at step boundaries."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame) -> None:
-        log.warning("SIGTERM received: saving a checkpoint at the end of this step")
-        self.requested = True
-
-    def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
-
-
 def _summary(records: list[dict]) -> dict[str, dict[str, float | None]]:
     if not records:
         return {}
@@ -85,9 +70,9 @@ def print_summary(summary: dict, first_step: int, last_step: int) -> None:
 class Trainer:
     """Owns the run's state; `run()` trains to `train.num_steps` or until preempted."""
 
-    def __init__(self, config: Any, workdir: str | pathlib.Path):
+    def __init__(self, config: Any, workdir: PathLike):
         self.cfg = cfg = validate(config)
-        self.workdir = pathlib.Path(workdir)
+        self.workdir = as_path(workdir)  # local or gs://
         # data first: a bad goals file fails before any model is loaded or compiled
         self.goals: GoalMixture = from_config(cfg.data)
         self.benign = from_config(cfg.benign_data) if cfg.selfplay.benign_per_step else None
@@ -167,6 +152,7 @@ class Trainer:
     def save(self, step: int) -> None:
         meta = {"step": step, "bad_steps": self.bad_steps, "config": to_json(self.cfg)}
         self.ckpt.save(step, self.state, self.pool.state_dict(), meta)
+        self.writer.sync()
 
     def step(self, step: int) -> dict[str, float]:
         """One self-play step (rollouts, judge, update, replay bookkeeping); its metrics."""
@@ -243,12 +229,13 @@ class Trainer:
         """Trains to the configured number of steps; returns a first-vs-last summary."""
         cfg = self.cfg
         num_steps = cfg.train.num_steps
-        preemption = _Preemption()
+        preemption = Preemption()
         bar = tqdm(total=num_steps, initial=self.start_step, desc="self-play", unit="step",
                    disable=jax.process_index() != 0)
         step = self.start_step
         try:
-            while step < num_steps and not preemption.requested:
+            # every process checks the agreement at every boundary, so all stop at one step
+            while step < num_steps and not preemption.agreed():
                 metrics = self.step(step)
                 step += 1
                 bar.update(1)
@@ -279,6 +266,6 @@ class Trainer:
         return {"steps_done": step, "preempted": preemption.requested, "summary": summary}
 
 
-def train(config: Any, workdir: str | pathlib.Path) -> dict:
+def train(config: Any, workdir: PathLike) -> dict:
     """Builds a Trainer and runs it."""
     return Trainer(config, workdir).run()

@@ -1,4 +1,4 @@
-"""Read goal / prompt sets from local files into `PromptItem` lists.
+"""Read goal / prompt sets from files (local or `gs://`, through `epath`) into `PromptItem` lists.
 
 Formats: HarmBench behaviour CSV, AdvBench `harmful_behaviors.csv`, XSTest
 `xstest_prompts.csv`, and generic CSV / JSONL with a named text column. Every loader
@@ -12,11 +12,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import pathlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-PathLike = str | pathlib.Path
+from etils import epath
+
+from ssp_jax.paths import PathLike, as_path, open_text
 
 HARMBENCH_CATEGORIES = ("standard", "contextual", "copyright")
 XSTEST_LABEL_FILTERS = ("safe", "unsafe", "both")
@@ -33,8 +34,8 @@ class PromptItem:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
 
-def _existing_file(path: PathLike) -> pathlib.Path:
-    p = pathlib.Path(path).expanduser()
+def _existing_file(path: PathLike) -> epath.Path:
+    p = as_path(path)
     if not p.is_file():
         what = "is a directory, not a file" if p.is_dir() else "not found"
         raise FileNotFoundError(f"data file {what}: {p}")
@@ -49,7 +50,7 @@ def read_csv_rows(path: PathLike, required: Sequence[str]) -> Iterator[tuple[int
     """
     p = _existing_file(path)
     try:
-        with p.open(newline="", encoding="utf-8-sig") as f:
+        with open_text(p) as f:
             reader = csv.reader(f)
             header = next(reader, None)
             if header is None:
@@ -75,7 +76,7 @@ def read_csv_rows(path: PathLike, required: Sequence[str]) -> Iterator[tuple[int
         raise ValueError(f"{p}: malformed CSV near line {reader.line_num}: {e}") from e
 
 
-def _require_text(value: str, path: pathlib.Path, line: int, column: str) -> str:
+def _require_text(value: str, path: epath.Path, line: int, column: str) -> str:
     text = value.strip()
     if not text:
         raise ValueError(f"{path}, line {line}: empty text in column {column!r}")
@@ -94,12 +95,12 @@ def _distinct_columns(text: str, id_: str | None, label: str | None) -> list[str
 
 def _nonempty(items: list[PromptItem], path: PathLike, why: str) -> list[PromptItem]:
     if not items:
-        raise ValueError(f"{pathlib.Path(path)}: no items left {why}")
+        raise ValueError(f"{as_path(path)}: no items left {why}")
     ids: dict[str, int] = {}
     for n, item in enumerate(items):
         if item.id in ids:
             raise ValueError(
-                f"{pathlib.Path(path)}: duplicate id {item.id!r} "
+                f"{as_path(path)}: duplicate id {item.id!r} "
                 f"(items {ids[item.id] + 1} and {n + 1})"
             )
         ids[item.id] = n
@@ -115,7 +116,7 @@ def load_harmbench(
     dropped unless `include_copyright`. `meta` holds functional_category, tags,
     behavior (the bare request) and line.
     """
-    p = pathlib.Path(path)
+    p = as_path(path)
     cols = (
         "Behavior",
         "FunctionalCategory",
@@ -163,7 +164,7 @@ def load_advbench(path: PathLike, *, source: str = "advbench") -> list[PromptIte
     id = f"{source}-{row index}" (0-based, file order); label None; non-empty extra
     columns (e.g. `target`) go into `meta` with the line number.
     """
-    p = pathlib.Path(path)
+    p = as_path(path)
     items = []
     for n, (line, row) in enumerate(read_csv_rows(p, ("goal",))):
         goal = _require_text(row.pop("goal"), p, line, "goal")
@@ -182,7 +183,7 @@ def load_xstest(
     """
     if label_filter not in XSTEST_LABEL_FILTERS:
         raise ValueError(f"label_filter={label_filter!r} is not one of {XSTEST_LABEL_FILTERS}")
-    p = pathlib.Path(path)
+    p = as_path(path)
     items = []
     for line, row in read_csv_rows(p, ("id", "prompt", "type", "label", "focus", "note")):
         label = row["label"].strip()
@@ -215,7 +216,7 @@ def load_csv(
     id = the `id_column` value, or f"{source}-{row index}"; label = `label_column` value
     (None when empty or no column given).
     """
-    p = pathlib.Path(path)
+    p = as_path(path)
     required = _distinct_columns(text_column, id_column, label_column)
     items = []
     for n, (line, row) in enumerate(read_csv_rows(p, required)):
@@ -249,7 +250,7 @@ def load_jsonl(
     p = _existing_file(path)
     items = []
     try:
-        with p.open(encoding="utf-8-sig") as f:
+        with open_text(p) as f:
             for line, raw in enumerate(f, start=1):
                 if not raw.strip():
                     continue

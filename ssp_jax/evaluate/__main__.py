@@ -23,6 +23,7 @@ import csv
 import json
 import pathlib
 
+from etils import epath
 from tqdm import tqdm
 
 from ssp_jax import cli
@@ -37,16 +38,17 @@ from ssp_jax.judge.registry import (JUDGE_NAMES, JudgeConfig, JudgeModel, check_
                                     make_judge)
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import load
+from ssp_jax.paths import as_path, open_text
 
 HEADERS = {"harmbench": {"Behavior", "FunctionalCategory"}, "advbench": {"goal", "target"},
            "xstest": {"prompt", "type", "label"}}
 
 
-def benchmark_kind(path: pathlib.Path) -> str:
+def benchmark_kind(path: epath.Path) -> str:
     """harmbench / advbench / xstest from a CSV's header."""
     if not path.is_file():
         raise FileNotFoundError(f"benchmark file not found: {path}")
-    with path.open(newline="", encoding="utf-8") as f:
+    with open_text(path) as f:
         header = set(next(csv.reader(f), []))
     for kind, needed in HEADERS.items():
         if needed <= header:
@@ -61,7 +63,7 @@ def parse_benchmark(spec: str, limit: int | None) -> tuple[str, str, list]:
     if "=" not in spec:
         raise ValueError(f"--benchmark {spec!r}: expected NAME=PATH or KIND:NAME=PATH")
     head, path_text = spec.split("=", 1)
-    path = pathlib.Path(path_text).expanduser()
+    path = as_path(path_text)
     parts = head.split(":")
     readers = {"harmbench": loaders.load_harmbench, "advbench": loaders.load_advbench,
                "xstest": loaders.load_xstest}
@@ -133,7 +135,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="checkpoint step folder (repeatable)")
     p.add_argument("--benchmark", action="append", required=True, help="NAME=PATH")
     add_judge_args(p)
-    p.add_argument("--out", required=True, type=pathlib.Path)
+    p.add_argument("--out", required=True, type=as_path)
     p.add_argument("--limit", type=int, default=None, help="first N items per benchmark")
     p.add_argument("--modes", default=",".join(MODES), help="direct,self-attack")
     p.add_argument("--max-new-tokens", type=int, default=128)
@@ -183,7 +185,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
                 asr_threshold=args.asr_threshold, batch_size=args.batch_size,
                 max_cache_len=args.max_cache_len)
         results[label], items[label] = metrics, rows
-        run_metrics = pathlib.Path(label).parent.parent / "metrics.jsonl"
+        run_metrics = as_path(label).parent.parent / "metrics.jsonl"
         if run_metrics.exists():
             run_dirs.append(run_metrics)
     settings = {k: v for k, v in vars(args).items() if k != "out"}
@@ -199,7 +201,7 @@ def calibrate_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m ssp_jax.evaluate calibrate")
     add_judge_args(p)
     p.add_argument("--completions", nargs="+", required=True, type=pathlib.Path)
-    p.add_argument("--out", type=pathlib.Path, default=None, help="write results JSON here")
+    p.add_argument("--out", type=as_path, default=None, help="write results JSON here")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--unsafe-only", action="store_true",
                    help="only XSTest's unsafe (contrast_*) prompts: the fair test of a harm "
@@ -217,8 +219,8 @@ def calibrate_main(argv: list[str]) -> int:
 
 def plot_run_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m ssp_jax.evaluate plot-run")
-    p.add_argument("--metrics", required=True, type=pathlib.Path)
-    p.add_argument("--out", required=True, type=pathlib.Path)
+    p.add_argument("--metrics", required=True, type=as_path)
+    p.add_argument("--out", required=True, type=as_path)
     args = p.parse_args(argv)
     if not args.metrics.is_file():
         raise FileNotFoundError(f"metrics file not found: {args.metrics}")

@@ -1,15 +1,18 @@
-"""Evaluation outputs: results.json, items.jsonl, a Markdown table and PNG plots."""
+"""Evaluation outputs: results.json, items.jsonl, a Markdown table and PNG plots, written to
+a local folder or a `gs://` one (`epath`)."""
 
 from __future__ import annotations
 
 import json
-import pathlib
 from typing import Sequence
 
 import matplotlib
+from matplotlib.figure import Figure
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from ssp_jax.paths import PathLike, as_path  # noqa: E402
 
 CURVE_KEYS = (("defender/reward_mean", "defender reward"),
               ("attacker/reward_mean", "attacker reward"),
@@ -22,10 +25,11 @@ def headline_metrics(metrics: dict[str, float]) -> list[str]:
         "asr", "score_mean", "refusal_rate", "safe_refusal_rate", "unsafe_compliance_rate")]
 
 
-def write_results(out: pathlib.Path, results: dict[str, dict[str, float]],
+def write_results(out: PathLike, results: dict[str, dict[str, float]],
                   items: dict[str, list[dict]], settings: dict, judge: dict[str, str]) -> None:
     """results.json (settings, the judge, metrics per model), items.jsonl, results.md.
     judge: what made the scores, e.g. {"format": "llama_guard", "model": "PATH"}."""
+    out = as_path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(
         {"settings": settings, "judge": judge, "models": results}, indent=2) + "\n")
@@ -60,7 +64,13 @@ def _cell(metrics: dict[str, float], column: str) -> str:
         is not None else text
 
 
-def plot_comparison(results: dict[str, dict[str, float]], path: pathlib.Path) -> None:
+def _save_png(fig: Figure, path: PathLike) -> None:
+    with as_path(path).open("wb") as f:
+        fig.savefig(f, format="png", dpi=120)
+    plt.close(fig)
+
+
+def plot_comparison(results: dict[str, dict[str, float]], path: PathLike) -> None:
     """Grouped bars: one group per headline metric, one bar per model."""
     columns: list[str] = []
     for metrics in results.values():
@@ -75,11 +85,10 @@ def plot_comparison(results: dict[str, dict[str, float]], path: pathlib.Path) ->
     ax.set_ylabel("value (rates in [0, 1], scores in [1, 5])")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
-def plot_training_curves(records: Sequence[dict], path: pathlib.Path) -> None:
+def plot_training_curves(records: Sequence[dict], path: PathLike) -> None:
     """Rewards, attack success rate and refusal rate against the step of a metrics.jsonl."""
     if not records:
         raise ValueError("no training records to plot")
@@ -91,5 +100,4 @@ def plot_training_curves(records: Sequence[dict], path: pathlib.Path) -> None:
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save_png(fig, path)
