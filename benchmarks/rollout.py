@@ -6,6 +6,14 @@ exactly --new-tokens tokens), greedy. Ours is timed after a warm-up call (compil
 reported separately).
 
   python benchmarks/rollout.py --batch-sizes 1 16 --new-tokens 64
+
+With --model-shape (benchmarks/common.py) it instead times random weights of that shape in
+--dtype on random prompts of --prompt-length tokens, without the PyTorch side, and reports
+decode tokens/s, (time of N new tokens - time of 1) per token, against the memory-bandwidth
+roofline: every decode step reads all weights and the batch's KV cache once, at --hbm-gbps
+or the datasheet bandwidth of a known chip.
+
+  python benchmarks/rollout.py --model-shape qwen2-0.5b --dtype bfloat16 --batch-sizes 1 64
 """
 
 from __future__ import annotations
@@ -16,8 +24,11 @@ import platform
 import time
 
 import jax
+import numpy as np
+from flax import nnx
 
-from ssp_jax.models import load
+from common import SHAPES, chip_for, decode_roofline_tokens_per_s
+from ssp_jax.models import Transformer, load
 from ssp_jax.models.loading import builtin_path
 from ssp_jax.rollout import generate
 
@@ -62,13 +73,50 @@ def time_torch(path, prompts, new_tokens, repeats, pad_id):
     return best, torch.get_num_threads()
 
 
+def random_shape(args: argparse.Namespace) -> None:
+    """Decode tokens/s of random weights against the memory-bandwidth roofline."""
+    cfg = SHAPES[args.model_shape].replace(param_dtype=args.dtype, dtype=args.dtype)
+    model = Transformer(cfg, rngs=nnx.Rngs(0))
+    kind = jax.devices()[0].device_kind
+    chip = chip_for(kind)
+    hbm = args.hbm_gbps or (chip.hbm_gbps if chip else None)
+    print(f"device: {kind}, jax {jax.__version__}; model {args.model_shape} "
+          f"({cfg.num_params / 1e6:.1f}M params, {args.dtype}), prompts of "
+          f"{args.prompt_length} tokens, {args.new_tokens} new tokens")
+    print(f"{'batch':>5} {'decode tok/s':>13} {'roofline tok/s':>15} {'of roofline':>12}  "
+          f"(bandwidth: {f'{hbm:.0f} GB/s' if hbm else 'unknown, give --hbm-gbps'})")
+    rng = np.random.default_rng(0)
+    for b in args.batch_sizes:
+        prompts = rng.integers(0, cfg.vocab_size, (b, args.prompt_length)).tolist()
+        full = time_ours(model, prompts, args.new_tokens, args.repeats)
+        prefill = time_ours(model, prompts, 1, args.repeats)
+        decode = b * (args.new_tokens - 1) / max(full - prefill, 1e-9)
+        line = f"{b:>5} {decode:>13.1f}"
+        if hbm:
+            mean_cache = args.prompt_length + args.new_tokens / 2
+            roof = decode_roofline_tokens_per_s(cfg, b, mean_cache, hbm)
+            line += f" {roof:>15.1f} {decode / roof:>12.1%}"
+        print(line, flush=True)
+
+
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-torch", action="store_true")
+    p.add_argument("--model-shape", choices=sorted(SHAPES), default=None,
+                   help="random weights of this shape instead of SmolLM2 (no torch side)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                   help="with --model-shape")
+    p.add_argument("--prompt-length", type=int, default=128, help="with --model-shape")
+    p.add_argument("--hbm-gbps", type=float, default=None,
+                   help="memory bandwidth for the roofline (default: the known chip's)")
     args = p.parse_args()
+    if args.model_shape:
+        random_shape(args)
+        return
     model, tokenizer = load("smollm2-135m-instruct")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"jax {jax.__version__} on {jax.devices()[0].platform}")

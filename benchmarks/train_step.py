@@ -9,8 +9,9 @@ Random weights and a random grouped batch (`ssp_jax.rl.batch`): --groups prompts
 Each prompt goes through the model once per group and only completions are trained, as in
 self-play. "tokens/s" counts the tokens the model processes (prompts once, completions);
 MFU counts the matmul FLOPs that needs: 6 * (parameters - LM head) * processed tokens +
-6 * LM head * completion tokens, over seconds and the peak. Without --peak-tflops the peak
-is measured with a large float32 matmul on the default device (say so when quoting it).
+6 * LM head * completion tokens, over seconds and the peak. The peak is --peak-tflops, else
+the datasheet bfloat16 peak of a known chip (benchmarks/common.py), else a float32 matmul
+measured on the default device (the output says which).
 """
 
 from __future__ import annotations
@@ -23,20 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from ssp_jax.memory import KNOWN_SHAPES
-from ssp_jax.models import ModelConfig, Transformer
-from ssp_jax.models.tiny import tiny_config
+from common import SHAPES, chip_for, update_flops
+from ssp_jax.models import Transformer
 from ssp_jax.rl.batch import TrainBatch
 from ssp_jax.rl.update import UpdateConfig, init_train_state, make_optimizer, make_train_step
-
-SHAPES = {
-    "tiny": tiny_config(),
-    "smollm2-135m": KNOWN_SHAPES["smollm2-135m-instruct"],
-    "qwen2-0.5b": ModelConfig("qwen2", 151936, 896, 4864, 24, 14, 2, 64, attention_bias=True,
-                              tie_word_embeddings=True),
-    "llama-1b": ModelConfig("llama", 128256, 2048, 8192, 16, 32, 8, 64,
-                            tie_word_embeddings=True),
-}
 
 
 def measured_peak_tflops() -> float:
@@ -101,17 +92,22 @@ def main() -> None:
     seconds = (time.perf_counter() - start) / args.steps
     completions = args.groups * args.group_size * args.completion_length
     tokens = args.groups * args.prompt_length + completions
-    peak = args.peak_tflops or measured_peak_tflops()
-    head = cfg.vocab_size * cfg.hidden_size
-    flops = 6 * ((cfg.num_params - head) * tokens + head * completions) / seconds
-    print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}")
-    print(f"model {args.model_shape} ({cfg.num_params / 1e6:.0f}M params, {args.dtype}), "
+    kind = jax.devices()[0].device_kind
+    chip = chip_for(kind)
+    if args.peak_tflops:
+        peak, source = args.peak_tflops, "--peak-tflops"
+    elif chip:
+        peak, source = chip.bf16_tflops, f"{chip.name} bf16 datasheet peak"
+    else:
+        peak, source = measured_peak_tflops(), "measured f32 matmul peak"
+    flops = update_flops(cfg, tokens, completions) / seconds
+    print(f"device: {kind} x{jax.device_count()}, jax {jax.__version__}")
+    print(f"model {args.model_shape} ({cfg.num_params / 1e6:.1f}M params, {args.dtype}), "
           f"{args.groups} prompts x {args.prompt_length} tokens, each with {args.group_size} "
           f"completions x {args.completion_length}; micro-batches {args.micro_batches}")
     print(f"first step (with compilation) {compile_s:.1f} s; step {seconds:.3f} s; "
           f"{tokens / seconds:,.0f} tokens/s; {flops / 1e12:.3f} TFLOP/s; "
-          f"MFU {flops / 1e12 / peak:.1%} of {peak:.2f} TFLOP/s"
-          f"{'' if args.peak_tflops else ' (measured f32 matmul peak)'}")
+          f"MFU {flops / 1e12 / peak:.1%} of {peak:.2f} TFLOP/s ({source})")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 #   launch/tpu_pod.sh my-v4-32 us-central2-b [my-project] [--setup] -- \
 #       --config configs/qwen2_5_7b.py --workdir gs://bucket/runs/qwen
 #
-# --setup first copies this checkout to every worker (~/ssp_jax) and installs it there.
+# --setup first copies this checkout to every worker (~/ssp_jax) and installs it there (with
+# gcsfs, for gs:// workdirs). All workers write one run folder; SIGTERM on any worker (a
+# maintenance event) stops every worker at the same step with a checkpoint.
 set -euo pipefail
 
 usage() { echo "usage: $0 TPU_NAME ZONE [PROJECT] [--setup] -- <arguments for ssp_jax.main>" >&2; exit 2; }
@@ -27,7 +29,7 @@ ssh_all() {
 if [[ $setup == 1 ]]; then
   gcloud compute tpus tpu-vm scp --recurse "$(cd "$(dirname "$0")/.." && pwd)" \
     "$tpu":~/ssp_jax --zone "$zone" "${project_flag[@]}" --worker=all
-  ssh_all "cd ~/ssp_jax && python3 -m pip install -q -e . 'jax[tpu]' \
+  ssh_all "cd ~/ssp_jax && python3 -m pip install -q -e '.[gcs]' 'jax[tpu]' \
     -f https://storage.googleapis.com/jax-releases/libtpu_releases.html"
 fi
 args=$(printf '%q ' "$@")

@@ -1,11 +1,14 @@
 """Two local processes form one JAX job (gloo on 127.0.0.1): train, stop, resume, and match a
-single-process run on the same number of devices."""
+single-process run on the same number of devices; a SIGTERM to one process stops both at one
+step."""
 
 import os
 import pathlib
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -33,7 +36,7 @@ def base_env(devices: int) -> dict:
     return env
 
 
-def run_two_processes(workdir, steps):
+def start_two_processes(workdir, steps) -> list[subprocess.Popen]:
     port = free_port()
     procs = []
     for pid in range(2):
@@ -43,6 +46,11 @@ def run_two_processes(workdir, steps):
             [sys.executable, "-m", "ssp_jax.main", *ARGS, "--workdir", str(workdir),
              f"--config.train.num_steps={steps}"], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def run_two_processes(workdir, steps):
+    procs = start_two_processes(workdir, steps)
     outputs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
@@ -66,3 +74,28 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
     assert multi_replay["items"] == single_replay["items"]
     steps = [r["step"] for r in read_metrics(tmp_path / "multi" / "metrics.jsonl")]
     assert steps == [0, 1, 2, 3]  # process 0 alone writes the log, once per step
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
+    workdir = tmp_path / "run"
+    procs = start_two_processes(workdir, 1000)  # far more steps than run before the signal
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.monotonic() + 600  # a guard against a hang, not a timing check
+    try:
+        while not (metrics.exists() and metrics.read_text().strip()):
+            assert all(p.poll() is None for p in procs), "a process exited before step 0 ended"
+            assert time.monotonic() < deadline, "no step finished"
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)  # process 0 never receives it
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    saved = [int(p.name) for p in (workdir / "checkpoints").iterdir()]
+    assert len(saved) == 1 and 0 < saved[0] < 1000
+    for out in outputs:
+        assert f"preempted: saved the checkpoint of step {saved[0]}" in out
+    assert [r["step"] for r in read_metrics(metrics)] == list(range(saved[0]))
