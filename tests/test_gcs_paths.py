@@ -153,7 +153,7 @@ def test_goal_files_and_evaluation_outputs_on_gcs(gcs):
     assert [i.text for i in items] == ["line one\r\nline two", "b"]
     out = epath.Path(f"gs://{BUCKET}/eval")
     results = {"m": {"direct/asr": 0.25}}
-    write_results(str(out), results, {"m": [{"id": "a"}]}, {"limit": 1})
+    write_results(str(out), results, {"m": [{"id": "a"}]}, {"limit": 1}, {"format": "refusal"})
     plot_comparison(results, out / "comparison.png")
     assert "| m | 0.250 |" in (out / "results.md").read_text()
     assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
