@@ -82,6 +82,25 @@ def logical_sharding(axes: Sequence[str | None], shape: Sequence[int], mesh: Mes
     return NamedSharding(mesh, logical_spec(axes, shape, mesh, rules))
 
 
+def axis_size(name: str, mesh: Mesh, rules: Rules) -> int:
+    """How many devices a dimension with logical `name` is split over when divisible (the
+    product of its mesh axes' sizes); e.g. the row-sharding size of `batch`."""
+    target = rules.get(name)
+    names = (target,) if isinstance(target, str) else tuple(target or ())
+    return math.prod(mesh.shape[n] for n in names)
+
+
+def mesh_of(tree: Any) -> Mesh:
+    """The mesh a pytree of arrays lives on: that of its first NamedSharding leaf, else a
+    one-device (1, 1, 1) mesh on its first leaf's device."""
+    leaves = jax.tree.leaves(tree)
+    for x in leaves:
+        if isinstance(getattr(x, "sharding", None), NamedSharding):
+            return x.sharding.mesh
+    device = min(leaves[0].devices(), key=lambda d: d.id) if leaves else jax.devices()[0]
+    return make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, [device])
+
+
 def param_logical_axes(model: nnx.Module) -> dict:
     """Nested dict (the `Transformer.params()` layout) of each parameter's logical axes."""
     state = nnx.state(model, nnx.Param)

@@ -33,6 +33,10 @@ class KVCache(NamedTuple):
     v: jax.Array
 
 
+# logical axes of a KVCache array, mapped to the mesh by the rule table like parameters
+CACHE_AXES = ("layers", "cache_batch", "kv_heads", "cache_seq", "head_dim")
+
+
 def init_cache(cfg: ModelConfig, batch: int, length: int) -> KVCache:
     """An all-zero cache with `length` slots per row."""
     shape = (cfg.num_layers, batch, cfg.num_kv_heads, length, cfg.head_dim)

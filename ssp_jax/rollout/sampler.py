@@ -4,21 +4,31 @@ Prompts are left-padded to a length bucket (see `bucket_length`), so a new promp
 inside the same bucket reuses the compiled program. Temperature, top-k,
 top-p, the seed and the stop ids are traced values: changing them never recompiles.
 With `num_samples = G` each prompt is prefilled once and its cache fanned out to G rows.
+
+Rows are sharded over the parameters' mesh: prompts, fanned-out rows and the KV cache carry
+logical axes (`batch`, `cache_batch`, `kv_heads`, ...) that the rule table maps to mesh axes,
+and prefill and decode are jitted with those in/out shardings, so each device generates its
+share of rows (prompts are padded to a multiple of the row-sharding size; padded rows start
+done). Inputs are placed with `sharding.put_global`, so this also works when the mesh spans
+processes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ssp_jax import sharding
 from ssp_jax.models.config import ModelConfig
-from ssp_jax.models.transformer import Params, decode_step, init_cache, prefill
-from ssp_jax.sharding import to_host
+from ssp_jax.models.transformer import CACHE_AXES, KVCache, Params, decode_step, init_cache, prefill
 
 MIN_BUCKET = 32
 MAX_STOP_IDS = 16
@@ -105,7 +115,6 @@ def sample_token(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_
     return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "cache_len", "num_samples"))
 def _prefill(params: Params, tokens: jax.Array, mask: jax.Array, *, cfg: ModelConfig,
              cache_len: int, num_samples: int):
     """Prefills `[B, P]` prompts once and fans each out to `num_samples` rows.
@@ -120,12 +129,13 @@ def _prefill(params: Params, tokens: jax.Array, mask: jax.Array, *, cfg: ModelCo
     return fan(logits), cache, fan(kv_mask), fan(lengths)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens"), donate_argnames=("cache",))
 def _decode(params: Params, cache, logits: jax.Array, kv_mask: jax.Array, lengths: jax.Array,
-            key: jax.Array, temperature: jax.Array, top_k: jax.Array, top_p: jax.Array,
-            stop_ids: jax.Array, *, cfg: ModelConfig, max_new_tokens: int):
-    """Decode loop. Returns tokens `[N, M]` int32, logprobs `[N, M]` f32, done `[N]`,
-    steps run and the final cache (donated in, aliased out)."""
+            active: jax.Array, key_data: jax.Array, temperature: jax.Array, top_k: jax.Array,
+            top_p: jax.Array, stop_ids: jax.Array, *, cfg: ModelConfig, max_new_tokens: int):
+    """Decode loop; rows where `active [N]` is False start done (row padding). Returns tokens
+    `[N, M]` int32, logprobs `[N, M]` f32, done `[N]`, steps run and the final cache (donated
+    in, aliased out)."""
+    key = jax.random.wrap_key_data(key_data)
     n = logits.shape[0]
     first_slot = kv_mask.shape[1] - max_new_tokens
 
@@ -148,8 +158,7 @@ def _decode(params: Params, cache, logits: jax.Array, kv_mask: jax.Array, length
         return step + 1, tokens, logps, done, cache, kv_mask, logits[:, 0]
 
     state = (jnp.int32(0), jnp.zeros((n, max_new_tokens), jnp.int32),
-             jnp.zeros((n, max_new_tokens), jnp.float32), jnp.zeros((n,), bool), cache, kv_mask,
-             logits)
+             jnp.zeros((n, max_new_tokens), jnp.float32), ~active, cache, kv_mask, logits)
     steps, tokens, logps, done, cache, _, _ = jax.lax.while_loop(cond, body, state)
     return tokens, logps, done, steps, cache
 
@@ -179,33 +188,124 @@ def _validate(cfg: ModelConfig, prompts: Sequence[Sequence[int]], max_new_tokens
     return longest
 
 
+class _Layout(NamedTuple):
+    """Where the sampler's arrays live: the parameters' mesh and shardings (hashable leaves
+    and structure, so compiled programs are cached by layout); rows and cache follow the rule
+    table."""
+
+    mesh: Mesh
+    param_tree: Any  # PyTreeDef of the parameters
+    param_shardings: tuple  # their leaves' shardings
+
+    @property
+    def params(self) -> Any:
+        return jax.tree.unflatten(self.param_tree, self.param_shardings)
+
+    @property
+    def replicated(self) -> NamedSharding:
+        return NamedSharding(self.mesh, P())
+
+    @property
+    def row_multiple(self) -> int:
+        return sharding.axis_size("batch", self.mesh, sharding.TRAIN_RULES)
+
+    def rows(self, shape: tuple[int, ...]) -> NamedSharding:
+        """An array of rows `[N, ...]`: N sharded by the `batch` rule, the rest replicated."""
+        return sharding.logical_sharding(("batch",) + (None,) * (len(shape) - 1), shape,
+                                         self.mesh, sharding.TRAIN_RULES)
+
+    def cache(self, cfg: ModelConfig, rows: int, cache_len: int) -> KVCache:
+        shape = (cfg.num_layers, rows, cfg.num_kv_heads, cache_len, cfg.head_dim)
+        s = sharding.logical_sharding(CACHE_AXES, shape, self.mesh, sharding.TRAIN_RULES)
+        return KVCache(s, s)
+
+
+def _layout(params: Params) -> _Layout:
+    mesh = sharding.mesh_of(params)
+    leaves = [x.sharding if isinstance(x.sharding, NamedSharding) else NamedSharding(mesh, P())
+              for x in jax.tree.leaves(params)]
+    return _Layout(mesh, jax.tree.structure(params), tuple(leaves))
+
+
+@functools.lru_cache(maxsize=64)
+def _prefill_program(layout: _Layout, cfg: ModelConfig, prompts: int, prompt_len: int,
+                     cache_len: int, num_samples: int):
+    """`_prefill` of `[prompts, prompt_len]`, jitted with the layout's in/out shardings."""
+    n = prompts * num_samples
+    return jax.jit(
+        functools.partial(_prefill, cfg=cfg, cache_len=cache_len, num_samples=num_samples),
+        in_shardings=(layout.params, layout.rows((prompts, prompt_len)),
+                      layout.rows((prompts, prompt_len))),
+        out_shardings=(layout.rows((n, cfg.vocab_size)), layout.cache(cfg, n, cache_len),
+                       layout.rows((n, cache_len)), layout.rows((n,))))
+
+
+@functools.lru_cache(maxsize=64)
+def _decode_program(layout: _Layout, cfg: ModelConfig, n: int, cache_len: int,
+                    max_new_tokens: int):
+    """`_decode` of `n` rows, jitted with the layout's in/out shardings; the cache is
+    donated."""
+    cache, r = layout.cache(cfg, n, cache_len), layout.replicated
+    new = layout.rows((n, max_new_tokens))
+    return jax.jit(
+        functools.partial(_decode, cfg=cfg, max_new_tokens=max_new_tokens),
+        in_shardings=(layout.params, cache, layout.rows((n, cfg.vocab_size)),
+                      layout.rows((n, cache_len)), layout.rows((n,)), layout.rows((n,)),
+                      r, r, r, r, r),
+        out_shardings=(new, new, layout.rows((n,)), r, cache), donate_argnums=1)
+
+
+def sampler_programs(cfg: ModelConfig, params: Params, prompts: int, prompt_len: int,
+                     max_new_tokens: int, num_samples: int = 1):
+    """The jitted (prefill, decode) programs `generate_with_params` runs for `prompts` rows
+    (already padded to a multiple of `row_multiple(params)`) in a `prompt_len` bucket; also
+    for inspecting their compiled shardings and memory."""
+    layout = _layout(params)
+    cache_len = prompt_len + max_new_tokens
+    return (_prefill_program(layout, cfg, prompts, prompt_len, cache_len, num_samples),
+            _decode_program(layout, cfg, prompts * num_samples, cache_len, max_new_tokens))
+
+
+def row_multiple(params: Params) -> int:
+    """Prompt rows are padded to a multiple of this: the devices rows are split over."""
+    return _layout(params).row_multiple
+
+
 def generate_with_params(cfg: ModelConfig, params: Params, prompts: Sequence[Sequence[int]],
                          max_new_tokens: int, *, temperature: float = 1.0, top_p: float = 1.0,
                          top_k: int = 0, num_samples: int = 1, seed: int | jax.Array = 0,
                          stop_ids: Sequence[int] = (), pad_id: int = 0,
                          max_cache_len: int | None = None) -> GenerationResult:
-    """`generate` on a parameter dict (the trainer's hot path; no NNX graph traversal)."""
+    """`generate` on a parameter dict (the trainer's hot path; no NNX graph traversal), rows
+    sharded over the parameters' mesh."""
     max_cache_len = max_cache_len or cfg.max_position_embeddings
     longest = _validate(cfg, prompts, max_new_tokens, num_samples, max_cache_len, stop_ids)
     length = bucket_length(longest, max_cache_len - max_new_tokens)
-    tokens, mask = left_pad(prompts, length, pad_id)
-    logits, cache, kv_mask, lengths = _prefill(
-        params, tokens, mask, cfg=cfg, cache_len=length + max_new_tokens, num_samples=num_samples)
+    layout = _layout(params)
+    padded = list(prompts) + [prompts[-1]] * (-len(prompts) % layout.row_multiple)
+    tokens, mask = left_pad(padded, length, pad_id)
+    prefill_fn, decode_fn = sampler_programs(cfg, params, len(padded), length, max_new_tokens,
+                                             num_samples)
+    rows = lambda x: sharding.put_global(x, layout.rows(x.shape))  # noqa: E731
+    full = lambda x: sharding.put_global(np.asarray(x), layout.replicated)  # noqa: E731
+    logits, cache, kv_mask, lengths = prefill_fn(params, rows(tokens), rows(mask))
     stops = np.full((MAX_STOP_IDS,), -1, np.int32)
     stops[:len(stop_ids)] = list(stop_ids)
     key = seed if isinstance(seed, jax.Array) else jax.random.key(seed)
-    out, logps, done, steps, _ = _decode(
-        params, cache, logits, kv_mask, lengths, key, jnp.float32(temperature),
-        jnp.int32(top_k), jnp.float32(top_p), jnp.asarray(stops), cfg=cfg,
-        max_new_tokens=max_new_tokens)
-    out, logps, done, steps = (to_host(x) for x in (out, logps, done, steps))
-    rows, row_logps = [], []
-    for toks, lps in zip(out, logps):
+    n = len(prompts) * num_samples
+    active = np.arange(len(padded) * num_samples) < n
+    out, logps, done, steps, _ = decode_fn(
+        params, cache, logits, kv_mask, lengths, rows(active), full(jax.random.key_data(key)),
+        full(np.float32(temperature)), full(np.int32(top_k)), full(np.float32(top_p)),
+        full(stops))
+    out, logps, done, steps = (sharding.to_host(x) for x in (out, logps, done, steps))
+    row_tokens, row_logps = [], []
+    for toks, lps in zip(out[:n], logps[:n]):
         hits = np.flatnonzero(np.isin(toks, stop_ids)) if len(stop_ids) else []
         end = int(hits[0]) + 1 if len(hits) else max_new_tokens
-        rows.append(toks[:end].tolist())
+        row_tokens.append(toks[:end].tolist())
         row_logps.append(lps[:end])
-    return GenerationResult(rows, row_logps, np.asarray(done), int(steps))
+    return GenerationResult(row_tokens, row_logps, np.asarray(done[:n]), int(steps))
 
 
 def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
