@@ -56,15 +56,18 @@ class SelfPlayConfig:
     asr_threshold: float = 4.0  # a judge score ≥ this is a successful attack
     replay_per_step: int = 0  # rows reserved for replayed items (the replay config's value)
     micro_batches: int = 1
+    row_shards: int = 1  # devices the update's groups are split over (the trainer sets it)
 
     @property
     def num_groups(self) -> tuple[int, int]:
         """Prompt groups per step (attacker batch, defender batch), each padded to a multiple
-        of micro_batches. The two roles are packed separately, each padded only to its own
+        of micro_batches x row_shards, so that every (strided) micro-batch spreads over all
+        row shards. The two roles are packed separately, each padded only to its own
         longest prompt and generation limit."""
         g, a = self.goals_per_step, self.attacks_per_goal
         groups = (g, g * a + self.replay_per_step + self.benign_per_step)
-        return tuple(-(-n // self.micro_batches) * self.micro_batches for n in groups)
+        multiple = self.micro_batches * self.row_shards
+        return tuple(-(-n // multiple) * multiple for n in groups)
 
     @property
     def group_sizes(self) -> tuple[int, int]:

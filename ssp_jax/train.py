@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
@@ -81,6 +80,9 @@ class Trainer:
                              "(held-out goals to evaluate on)")
         self.mesh = sharding.make_mesh(dataclasses.asdict(cfg.mesh))
         jax.set_mesh(self.mesh)
+        # update batches: whole groups per row shard in every micro-batch
+        self.cfg = cfg = dataclasses.replace(cfg, selfplay=dataclasses.replace(
+            cfg.selfplay, row_shards=sharding.axis_size("batch", self.mesh, sharding.TRAIN_RULES)))
         model, self.tokenizer = load(cfg.model.spec, dtype=cfg.model.dtype, seed=cfg.model.seed,
                                      mesh=self.mesh, rules=sharding.TRAIN_RULES)
         self.model_cfg = model.config.replace(remat=cfg.model.remat)
@@ -89,12 +91,14 @@ class Trainer:
         del model
         check_prompt_budget(self.tokenizer, cfg.selfplay.max_prompt_tokens,
                             cfg.selfplay.attacker_brief, cfg.selfplay.defender_system_prompt)
-        self.ref_params = jax.tree.map(jnp.copy, params) if cfg.rl.beta > 0 else None
+        # The update donates the train state, so the policy gets its own buffers (the state
+        # init's outputs below: the one copy full fine-tuning needs). The KL reference and a
+        # frozen-policy judge are the loaded arrays themselves, placed by the rule table like
+        # the policy, without a copy; with rl.beta = 0 no reference exists.
+        self.ref_params = params if cfg.rl.beta > 0 else None
 
-        def frozen_policy() -> JudgeModel:  # one frozen copy serves the KL and the judge
-            frozen = self.ref_params if self.ref_params is not None else jax.tree.map(
-                jnp.copy, params)
-            return JudgeModel(self.model_cfg, frozen, self.tokenizer)
+        def frozen_policy() -> JudgeModel:  # the loaded arrays serve the KL and the judge
+            return JudgeModel(self.model_cfg, params, self.tokenizer)
 
         self.judge = make_judge(cfg.judge, frozen_policy=frozen_policy, mesh=self.mesh,
                                 dtype=cfg.model.dtype)

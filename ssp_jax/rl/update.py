@@ -1,7 +1,8 @@
 """The policy update: one jitted, donated step over both roles' tokens.
 
 Gradients of the summed loss are accumulated over `micro_batches` slices with `lax.scan` and
-divided once by the summed denominator, so accumulation is exact. A step whose loss or
+divided once by the summed denominator, so accumulation is exact. Micro-batches are strided
+(`split_micro_batches`): each keeps its groups spread over the data-parallel shards. A step whose loss or
 gradients are not finite leaves parameters and optimizer state unchanged and says so in
 its metrics (`update_skipped`).
 """
@@ -9,12 +10,15 @@ its metrics (`update_skipped`).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.transformer import Params, completion_hidden_states, lm_logits
@@ -86,6 +90,32 @@ def completion_logprobs(params: Params, model_cfg: ModelConfig, prompt_tokens: j
     return losses.token_logprobs(logits, tokens, temperature), logits
 
 
+def split_micro_batches(batch: TrainBatch, n: int,
+                        shardings: TrainBatch | None = None) -> TrainBatch:
+    """Stacks `batch` into `n` micro-batches `[n, ...]`, strided: micro-batch m holds groups
+    m, m + n, m + 2n, ... (each group's prompt and its S rows together). When the groups are
+    sharded contiguously over D devices and N / n is divisible by D, every device holds
+    N / (n D) groups of every micro-batch (a contiguous split would put each micro-batch on
+    D / n devices, or one). `shardings` (the batch's NamedShardings) pins that layout."""
+    groups = batch.prompt_tokens.shape[0]
+
+    def split(x, s):
+        per_group = x.shape[0] // groups  # 1 for prompt arrays, S for row arrays
+        micro = x.reshape(groups // n, n, per_group, *x.shape[1:]).swapaxes(0, 1)
+        micro = micro.reshape(n, (groups // n) * per_group, *x.shape[1:])
+        if isinstance(s, NamedSharding):
+            spec = (*s.spec, *[None] * (x.ndim - len(s.spec)))
+            rows = spec[0] if isinstance(spec[0], tuple) else (spec[0],) if spec[0] else ()
+            if micro.shape[1] % math.prod(s.mesh.shape[a] for a in rows) == 0:
+                micro = jax.lax.with_sharding_constraint(
+                    micro, NamedSharding(s.mesh, P(None, *spec)))
+        return micro
+
+    if shardings is None:
+        return jax.tree.map(lambda x: split(x, None), batch)
+    return jax.tree.map(split, batch, shardings)
+
+
 def _tree_add(a: Any, b: Any) -> Any:
     return jax.tree.map(jnp.add, a, b)
 
@@ -124,10 +154,11 @@ def make_train_step(model_cfg: ModelConfig, cfg: UpdateConfig,
         (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return jax.tree.map(lambda g: g.astype(jnp.float32), grads), aux
 
-    def batch_terms(params: Params, ref_params: Params | None, batch: TrainBatch):
+    def batch_terms(params: Params, ref_params: Params | None, batch: TrainBatch,
+                    shardings: TrainBatch | None):
         """Summed gradients and loss terms of one batch, over its micro-batches."""
         n = cfg.micro_batches
-        micro = jax.tree.map(lambda x: x.reshape(n, x.shape[0] // n, *x.shape[1:]), batch)
+        micro = split_micro_batches(batch, n, shardings)
         grads, aux = micro_terms(params, ref_params, jax.tree.map(lambda x: x[0], micro))
         if n > 1:
             def body(carry, mb):
@@ -140,9 +171,10 @@ def make_train_step(model_cfg: ModelConfig, cfg: UpdateConfig,
 
     def train_step(state: TrainState, ref_params: Params | None,
                    batches: tuple[TrainBatch, ...]):
-        grads, aux = batch_terms(state.params, ref_params, batches[0])
-        for batch in batches[1:]:
-            g, a = batch_terms(state.params, ref_params, batch)
+        shardings = batch_shardings or (None,) * len(batches)
+        grads, aux = batch_terms(state.params, ref_params, batches[0], shardings[0])
+        for batch, batch_sharding in zip(batches[1:], shardings[1:]):
+            g, a = batch_terms(state.params, ref_params, batch, batch_sharding)
             grads, aux = _tree_add(grads, g), _tree_add(aux, a)
         terms, extra = aux
         denom = jnp.maximum(terms.denom, 1.0)
