@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from ssp_jax.data.mixture import plain_data
 from ssp_jax.judge.registry import JudgeConfig, check_judge_config
+from ssp_jax.models.config import ATTENTION_IMPLEMENTATIONS
 from ssp_jax.replay import ReplayConfig
 from ssp_jax.rl.update import UpdateConfig
 from ssp_jax.selfplay import SelfPlayConfig
@@ -26,6 +27,7 @@ class ModelSection:
     max_cache_len: int = 1024  # KV-cache slots per row (prompt bucket + new tokens)
     seed: int = 0  # initialisation seed of tiny-random
     remat: bool = False  # rematerialize decoder blocks in the backward pass
+    attention: str = "auto"  # auto | xla | cudnn | splash: the self-attention kernel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +80,7 @@ class TrainConfig:
 _RL_REWARD_KEYS = ("attacker_weight", "defender_weight", "scale_by_std", "invalid_attack_penalty")
 _CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
+    "model.attention": ATTENTION_IMPLEMENTATIONS,
     "rl.aggregation": ("token", "sequence"),
     "rl.schedule": ("constant", "cosine"),
 }

@@ -13,6 +13,7 @@ def get_config() -> ml_collections.ConfigDict:
         max_cache_len=384,  # KV-cache slots per row
         seed=0,  # weight initialisation seed
         remat=False,  # rematerialize decoder blocks in the backward pass
+        attention="auto",  # auto | xla | cudnn | splash (auto: splash on TPU, cuDNN on GPU)
     )
     c.data = dict(
         seed=0,  # goal order is a pure function of (seed, step)

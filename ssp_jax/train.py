@@ -85,7 +85,8 @@ class Trainer:
             cfg.selfplay, row_shards=sharding.axis_size("batch", self.mesh, sharding.TRAIN_RULES)))
         model, self.tokenizer = load(cfg.model.spec, dtype=cfg.model.dtype, seed=cfg.model.seed,
                                      mesh=self.mesh, rules=sharding.TRAIN_RULES)
-        self.model_cfg = model.config.replace(remat=cfg.model.remat)
+        self.model_cfg = model.config.replace(remat=cfg.model.remat,
+                                              attention=cfg.model.attention)
         params = model.params()
         self.param_shardings = jax.tree.map(lambda x: x.sharding, params)
         del model

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -35,6 +36,7 @@ class ModelConfig:
     param_dtype: str = "float32"  # storage dtype of parameters
     dtype: str = "float32"  # compute dtype of activations
     remat: bool = False  # rematerialize each decoder block in the backward pass
+    attention: str = "auto"  # auto | xla | cudnn | splash (see models.attention.resolve)
 
     def __post_init__(self) -> None:
         if self.architecture not in SUPPORTED_ARCHITECTURES:
@@ -60,6 +62,9 @@ class ModelConfig:
                     f"model config field {name}={getattr(self, name)!r}; "
                     f"valid: {', '.join(_DTYPES)}"
                 )
+        if self.attention not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"model config field attention={self.attention!r}; valid: "
+                             f"{', '.join(ATTENTION_IMPLEMENTATIONS)}")
         rope_type = self.rope_params.get("rope_type", "default")
         if rope_type not in SUPPORTED_ROPE_TYPES:
             raise ValueError(

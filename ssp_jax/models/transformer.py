@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ssp_jax.models.attention import PAD_SEGMENT, REAL_SEGMENT, MaskPattern, self_attention
 from ssp_jax.models.config import ModelConfig
 
 LOGICAL_AXES = ("vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "layers")
@@ -188,20 +189,6 @@ def _qkv(lp: Params, cfg: ModelConfig, x: jax.Array, positions: jax.Array,
     return apply_rope(q, positions, inv_freq), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Grouped-query attention. q `[B,T,H,Dh]`, k/v `[B,K,S,Dh]`, mask `[B,T,S]` bool ->
-    `[B,T,H,Dh]`. Scores and softmax in float32; fully masked rows give finite output."""
-    b, t, h, hd = q.shape
-    kv = k.shape[1]
-    q = q.reshape(b, t, kv, h // kv, hd).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, Dh]
-    scores = jnp.einsum("bkgtd,bksd->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = scores / math.sqrt(hd)
-    scores = jnp.where(mask[:, None, None, :, :], scores, _MASK_VALUE)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bksd->bkgtd", probs, v)
-    return out.transpose(0, 3, 1, 2, 4).reshape(b, t, h, hd)
-
-
 def _mlp_and_out(lp: Params, cfg: ModelConfig, x: jax.Array, attn: jax.Array) -> jax.Array:
     """Residual adds of the attention output projection and the SwiGLU MLP."""
     dt = x.dtype
@@ -238,16 +225,23 @@ def _maybe_remat(fn, cfg: ModelConfig):
     return jax.checkpoint(fn) if cfg.remat else fn
 
 
+def _segments(real: jax.Array) -> jax.Array:
+    """Segment ids `[B, T]` int32 of a real-token mask: padding is its own segment."""
+    return jnp.where(real, REAL_SEGMENT, PAD_SEGMENT).astype(jnp.int32)
+
+
 def _decoder(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.Array,
-             mask: jax.Array) -> jax.Array:
-    """The scanned decoder blocks: tokens `[B, T]`, positions `[B, T]`, mask `[B, T, T]` bool
-    (query, key) -> the last block's output `[B, T, D]` (before the final norm)."""
+             pattern: MaskPattern, segment_ids: jax.Array) -> jax.Array:
+    """The scanned decoder blocks: tokens `[B, T]`, positions `[B, T]`; a query sees keys the
+    static `pattern` allows with its segment id (`segment_ids [B, T]`). Returns the last
+    block's output `[B, T, D]` (before the final norm)."""
     inv_freq = rope_frequencies(cfg)
 
     def block(x, lp):
         h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
         q, k, v = _qkv(lp, cfg, h, positions, inv_freq)
-        return _mlp_and_out(lp, cfg, x, attention(q, k, v, mask)), None
+        out = self_attention(q, k, v, pattern, segment_ids, cfg.attention)
+        return _mlp_and_out(lp, cfg, x, out), None
 
     x, _ = jax.lax.scan(_maybe_remat(block, cfg), _embed(params, cfg, tokens), params["layers"])
     return x
@@ -263,8 +257,8 @@ def forward(params: Params, cfg: ModelConfig, tokens: jax.Array,
         positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
     if attention_mask is None:
         attention_mask = jnp.ones((b, t), bool)
-    mask = jnp.tril(jnp.ones((t, t), bool))[None] & attention_mask[:, None, :]  # [B, T, T]
-    return lm_logits(params, cfg, _decoder(params, cfg, tokens, positions, mask))
+    x = _decoder(params, cfg, tokens, positions, MaskPattern(), _segments(attention_mask))
+    return lm_logits(params, cfg, x)
 
 
 def completion_hidden_states(params: Params, cfg: ModelConfig, prompt_tokens: jax.Array,
@@ -281,8 +275,9 @@ def completion_hidden_states(params: Params, cfg: ModelConfig, prompt_tokens: ja
     Each group runs as one sequence, its prompt followed by its S completions, under a block
     mask: prompt tokens attend causally to the prompt, completion tokens to the prompt and
     causally to their own completion; positions restart after the prompt for every
-    completion. Matmul work is one prompt plus S completions per group; attention scores
-    cover the whole group sequence, (P + S * C)² per group.
+    completion. Matmul work is one prompt plus S completions per group. The XLA kernel
+    computes scores over the whole group sequence, (P + S * C)² per group and head; the fused
+    kernels (`model.attention`) never hold them, and splash skips fully masked blocks.
     """
     n, p = prompt_tokens.shape
     rows, c = tokens.shape
@@ -293,15 +288,11 @@ def completion_hidden_states(params: Params, cfg: ModelConfig, prompt_tokens: ja
     prompt_len = jnp.sum(prompt_mask, axis=1, dtype=jnp.int32)  # [N]
     idx = jnp.arange(length, dtype=jnp.int32)
     in_prompt = idx < p
-    block = jnp.where(in_prompt, -1, (idx - p) // c)  # completion index, -1 in the prompt
     offset = jnp.where(in_prompt, idx, (idx - p) % c)  # position within the prompt / completion
     positions = jnp.where(in_prompt[None], idx[None], prompt_len[:, None] + offset[None])
-    # a prompt key is visible where it is a real token; a completion key only to its block
-    real_prompt = jnp.concatenate([prompt_mask, jnp.zeros((n, s * c), bool)], axis=1)
-    visible = jnp.where(in_prompt[None, None, :], real_prompt[:, None, :],
-                        (block[:, None] == block[None, :])[None])
-    mask = visible & (idx[:, None] >= idx[None, :])[None]  # [N, L, L]
-    x = _decoder(params, cfg, seq, positions, mask)  # [N, L, D]
+    # completion blocks see the prompt and themselves; prompt padding is its own segment
+    real = jnp.concatenate([prompt_mask, jnp.ones((n, s * c), bool)], axis=1)  # [N, L]
+    x = _decoder(params, cfg, seq, positions, MaskPattern(p, c), _segments(real))  # [N, L, D]
     # predictor of completion token k: the prompt's last token (k = 0), else token k - 1
     last = jnp.maximum(prompt_len - 1, 0)[:, None]  # 0 for padding groups
     k = jnp.arange(c, dtype=jnp.int32)
@@ -315,9 +306,8 @@ def prefill(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.
     """Causal forward over left-padded prompts `[B, T]` that writes their keys/values to cache
     slots `[0, T)`. Returns the last position's logits `[B, V]` f32 (the only ones sampling
     needs) and the updated cache."""
-    b, t = tokens.shape
     _check_window(cfg, cache.k.shape[3])
-    mask = jnp.tril(jnp.ones((t, t), bool))[None] & attention_mask[:, None, :]
+    segment_ids = _segments(attention_mask)
     inv_freq = rope_frequencies(cfg)
 
     def block(x, layer):
@@ -326,7 +316,8 @@ def prefill(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.
         q, k, v = _qkv(lp, cfg, h, positions, inv_freq)
         k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), 0, axis=2)
         v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), 0, axis=2)
-        return _mlp_and_out(lp, cfg, x, attention(q, k, v, mask)), (k_cache, v_cache)
+        out = self_attention(q, k, v, MaskPattern(), segment_ids, cfg.attention)
+        return _mlp_and_out(lp, cfg, x, out), (k_cache, v_cache)
 
     x, (k, v) = jax.lax.scan(block, _embed(params, cfg, tokens),
                              (params["layers"], cache.k, cache.v))
