@@ -101,6 +101,15 @@ def mesh_of(tree: Any) -> Mesh:
     return make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, [device])
 
 
+def constrain(x: jax.Array, axes: Sequence[str | None], rules: Rules = TRAIN_RULES) -> jax.Array:
+    """Pins activation `x` to its logical `axes` under the mesh set with `jax.set_mesh` (a
+    no-op without one), so XLA keeps e.g. rows sharded and gathers FSDP weights instead."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty or mesh.size == 1:
+        return x
+    return jax.lax.with_sharding_constraint(x, logical_spec(axes, x.shape, mesh, rules))
+
+
 def param_logical_axes(model: nnx.Module) -> dict:
     """Nested dict (the `Transformer.params()` layout) of each parameter's logical axes."""
     state = nnx.state(model, nnx.Param)

@@ -35,7 +35,13 @@ from ssp_jax.replay import ReplayPool
 from ssp_jax.resume import check_resume_config
 from ssp_jax.roles import check_prompt_budget
 from ssp_jax.rl.batch import TrainBatch
-from ssp_jax.rl.update import TrainState, init_train_state, make_optimizer, make_train_step
+from ssp_jax.rl.update import (
+    TrainState,
+    init_train_state,
+    make_optimizer,
+    make_train_step,
+    train_state_shardings,
+)
 from ssp_jax.selfplay import rollout
 
 log = logging.getLogger(__name__)
@@ -112,7 +118,8 @@ class Trainer:
                {"request_tokens": cfg.selfplay.attacker_max_tokens,
                 "request_field": "selfplay.attacker_max_tokens"}))
         self.optimizer = make_optimizer(cfg.rl)  # compilation starts here, once the judge is up
-        state = jax.jit(lambda p: init_train_state(p, self.optimizer))(params)
+        state = jax.jit(lambda p: init_train_state(p, self.optimizer),
+                        out_shardings=train_state_shardings(params, self.optimizer))(params)
         self.is_refusal = RefusalJudge().is_refusal
         self.pool = ReplayPool(cfg.replay)
         self.bad_steps = 0

@@ -49,12 +49,18 @@ def test_reference_lands_with_the_rule_table_shardings(tmp_path):
 
 
 def test_no_reference_without_a_kl_term(tmp_path):
-    assert mesh_trainer(tmp_path, beta=0.0).ref_params is None
-
-
-def test_update_groups_are_padded_to_whole_groups_per_row_shard(tmp_path):
     trainer = mesh_trainer(tmp_path, beta=0.0)
+    assert trainer.ref_params is None
     assert trainer.cfg.selfplay.row_shards == 4  # data x fsdp
     for groups, shardings in zip(trainer.cfg.selfplay.num_groups, trainer.batch_shardings):
-        assert groups % 4 == 0
+        assert groups % 4 == 0  # update groups padded to whole groups per row shard
         assert shardings.tokens.spec[0] == ("data", "fsdp")
+
+
+def test_optimizer_moments_are_sharded_like_their_parameters(tmp_path):
+    trainer = mesh_trainer(tmp_path, beta=0.0)
+    adam = trainer.state.opt_state[1][0]
+    for moments in (adam.mu, adam.nu):
+        for m, p in zip(jax.tree.leaves(moments), jax.tree.leaves(trainer.state.params)):
+            assert m.sharding.is_equivalent_to(p.sharding, p.ndim)
+    assert adam.mu["layers"]["q_proj"].sharding.spec == jax.P(None, "fsdp", "tensor", None)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from ssp_jax import sharding
 from ssp_jax.models.attention import PAD_SEGMENT, REAL_SEGMENT, MaskPattern, self_attention
 from ssp_jax.models.config import ModelConfig
 
@@ -238,6 +239,7 @@ def _decoder(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax
     inv_freq = rope_frequencies(cfg)
 
     def block(x, lp):
+        x = sharding.constrain(x, ("batch", "seq", None))  # rows stay on their devices
         h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
         q, k, v = _qkv(lp, cfg, h, positions, inv_freq)
         out = self_attention(q, k, v, pattern, segment_ids, cfg.attention)

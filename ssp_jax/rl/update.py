@@ -79,6 +79,19 @@ def init_train_state(params: Params, optimizer: optax.GradientTransformation) ->
     return TrainState(step=jnp.int32(0), params=params, opt_state=optimizer.init(params))
 
 
+def train_state_shardings(params: Params, optimizer: optax.GradientTransformation) -> Any:
+    """Shardings of `init_train_state(params)` for parameters placed on a mesh: optimizer
+    moments like their parameters, everything else replicated. (Left to XLA, a jitted init
+    replicates the moments.)"""
+    param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    replicated = NamedSharding(jax.tree.leaves(param_shardings)[0].mesh, P())
+    abstract = jax.eval_shape(lambda p: init_train_state(p, optimizer), params)
+    opt_state = optax.tree_map_params(optimizer, lambda _, s: s, abstract.opt_state,
+                                      param_shardings,
+                                      transform_non_params=lambda _: replicated)
+    return TrainState(step=replicated, params=param_shardings, opt_state=opt_state)
+
+
 def completion_logprobs(params: Params, model_cfg: ModelConfig, prompt_tokens: jax.Array,
                         prompt_mask: jax.Array, tokens: jax.Array, temperature: float
                         ) -> tuple[jax.Array, jax.Array]:
