@@ -2,9 +2,9 @@
 
 Gradients of the summed loss are accumulated over `micro_batches` slices with `lax.scan` and
 divided once by the summed denominator, so accumulation is exact. Micro-batches are strided
-(`split_micro_batches`): each keeps its groups spread over the data-parallel shards. A step whose loss or
-gradients are not finite leaves parameters and optimizer state unchanged and says so in
-its metrics (`update_skipped`).
+(`split_micro_batches`): each keeps its groups spread over the data-parallel shards. A step
+whose loss or gradients are not finite leaves parameters and optimizer state unchanged and
+says so in its metrics (`update_skipped`).
 """
 
 from __future__ import annotations

@@ -22,13 +22,19 @@ from typing import Any, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ssp_jax import sharding
 from ssp_jax.models.config import ModelConfig
-from ssp_jax.models.transformer import CACHE_AXES, KVCache, Params, decode_step, init_cache, prefill
+from ssp_jax.models.transformer import (
+    CACHE_AXES,
+    KVCache,
+    Params,
+    decode_step,
+    init_cache,
+    prefill,
+)
 
 MIN_BUCKET = 32
 MAX_STOP_IDS = 16
