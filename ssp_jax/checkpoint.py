@@ -15,13 +15,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
-from ssp_jax.models import Tokenizer, Transformer, load, model_from_params
+from ssp_jax.models import ModelConfig, Tokenizer, Transformer, load, lora, model_from_params
+from ssp_jax.models.config import LoraConfig
+from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
 from ssp_jax.rl.update import UpdateConfig, init_train_state, make_optimizer
 
@@ -111,15 +113,48 @@ def read_saved_config(checkpoint: epath.Path) -> dict:
     return json.loads(meta_file.read_text())["config"]
 
 
-def load_checkpoint(checkpoint: PathLike) -> tuple[Transformer, Tokenizer, int]:
-    """The trained model of a checkpoint step folder, its tokenizer and the step."""
+class Policy(NamedTuple):
+    """A checkpoint's trained policy."""
+
+    config: ModelConfig  # with the run's LoRA settings
+    params: Params  # full weights, or the base with its adapters under "lora"
+    tokenizer: Tokenizer
+    step: int
+    base: str  # the base model's spec
+
+
+def restore_policy(checkpoint: PathLike) -> Policy:
+    """The policy of a checkpoint step folder: its base model rebuilt from the saved config,
+    the trained parameters (or LoRA adapters) restored over it."""
+    from ssp_jax.config import lora_config
+
     ckpt = as_path(checkpoint)
     saved = read_saved_config(ckpt)
     model_cfg = saved["model"]
+    lora_cfg = lora_config(model_cfg.get("lora", {}))
     model, tokenizer = load(model_cfg["spec"], dtype=model_cfg["dtype"], seed=model_cfg["seed"])
+    cfg = model.config.replace(lora=lora_cfg)
+    base = model.params()
+    trained = jax.eval_shape(lambda: lora.init_adapters(cfg, jax.random.key(0))) \
+        if lora_cfg.enabled else base
     # the restore target: the train state the run saved, from its own optimizer settings
     optimizer = make_optimizer(UpdateConfig(**saved["rl"]))
-    state = jax.eval_shape(lambda p: init_train_state(p, optimizer), model.params())
+    state = jax.eval_shape(lambda p: init_train_state(p, optimizer), trained)
     state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), state)
     step, restored, _, _ = restore_from_path(ckpt, state)
-    return model_from_params(model.config, restored.params), tokenizer, step
+    params = lora.with_adapters(base, restored.params) if lora_cfg.enabled else restored.params
+    return Policy(cfg, params, tokenizer, step, model_cfg["spec"])
+
+
+def merged_model(policy: Policy) -> Transformer:
+    """The policy as a plain Transformer: adapters, if any, folded into the weights."""
+    params = lora.merge(policy.config, policy.params) if "lora" in policy.params \
+        else policy.params
+    return model_from_params(policy.config.replace(lora=LoraConfig()), params)
+
+
+def load_checkpoint(checkpoint: PathLike) -> tuple[Transformer, Tokenizer, int]:
+    """The trained model of a checkpoint step folder (LoRA adapters merged), its tokenizer
+    and the step."""
+    policy = restore_policy(checkpoint)
+    return merged_model(policy), policy.tokenizer, policy.step

@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from ssp_jax.data.mixture import plain_data
 from ssp_jax.judge.registry import JudgeConfig, check_judge_config
 from ssp_jax.models.config import ATTENTION_IMPLEMENTATIONS
+from ssp_jax.models.config import LoraConfig
 from ssp_jax.replay import ReplayConfig
 from ssp_jax.rl.update import UpdateConfig
 from ssp_jax.selfplay import SelfPlayConfig
@@ -28,6 +29,7 @@ class ModelSection:
     seed: int = 0  # initialisation seed of tiny-random
     remat: bool = False  # rematerialize decoder blocks in the backward pass
     attention: str = "auto"  # auto | xla | cudnn | splash: the self-attention kernel
+    lora: LoraConfig = LoraConfig()  # low-rank adapters (rank 0 = full fine-tuning)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +133,26 @@ def _section(cls, raw: Mapping[str, Any], name: str, skip: tuple[str, ...] = ())
         raise ConfigError(f"config section {name}: {e}") from None
 
 
+def lora_config(raw: Any) -> LoraConfig:
+    """`model.lora` as a LoraConfig (targets: a list of projection names)."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config field model.lora={raw!r} must be a dict with keys "
+                          "rank, alpha, dropout, targets")
+    raw = dict(raw)
+    targets = raw.pop("targets", None)
+    if targets is not None and (isinstance(targets, str) or not all(
+            isinstance(t, str) for t in targets)):
+        raise ConfigError(f"config field model.lora.targets={targets!r} must be a list of "
+                          "projection names")
+    lora = _section(LoraConfig, raw, "model.lora", skip=("targets",))
+    if targets is None:
+        return lora
+    try:
+        return dataclasses.replace(lora, targets=tuple(targets))
+    except ValueError as e:
+        raise ConfigError(f"config section model.lora: {e}") from None
+
+
 def _value(cfg: TrainConfig, path: str) -> Any:
     section, field = path.split(".")
     return getattr(getattr(cfg, section), field)
@@ -195,8 +217,10 @@ def validate(config: Any) -> TrainConfig:
                              total_steps=train.num_steps)
     if "data" not in raw:
         raise ConfigError("config has no data section (the goals to attack)")
+    model_raw = dict(get("model"))
+    lora = lora_config(model_raw.pop("lora", {}))
     cfg = TrainConfig(
-        model=_section(ModelSection, get("model"), "model"),
+        model=dataclasses.replace(_section(ModelSection, model_raw, "model"), lora=lora),
         data=raw["data"], benign_data=get("benign_data"),
         selfplay=selfplay, rl=rl, judge=_section(JudgeConfig, get("judge"), "judge"),
         replay=replay, train=train, ckpt=_section(CkptSection, get("ckpt"), "ckpt"),

@@ -14,6 +14,13 @@ def get_config() -> ml_collections.ConfigDict:
         seed=0,  # weight initialisation seed
         remat=False,  # rematerialize decoder blocks in the backward pass
         attention="auto",  # auto | xla | cudnn | splash (auto: splash on TPU, cuDNN on GPU)
+        lora=dict(  # low-rank adapters; rank 0 = off (full fine-tuning)
+            rank=0,  # adapter rank r
+            alpha=16.0,  # adapter output scale alpha / r
+            dropout=0.0,  # dropout on the adapter input during the update
+            targets=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                     "down_proj"],  # projections that get an adapter
+        ),
     )
     c.data = dict(
         seed=0,  # goal order is a pure function of (seed, step)

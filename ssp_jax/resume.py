@@ -1,8 +1,9 @@
 """What a resumed run may change against the config saved in its checkpoint.
 
 A checkpoint fixes what its arrays were made from: the model (`model.spec`, `model.dtype`,
-`model.seed`: the reference policy and the judge's frozen copy are rebuilt from them, the
-trained weights come from the checkpoint) and the replay pool's random generator
+`model.seed`, the adapters' `model.lora.rank` and `model.lora.targets`: the reference
+policy and the judge's frozen copy are rebuilt from them, the trained weights come from the
+checkpoint) and the replay pool's random generator
 (`replay.seed`: its state is in the checkpoint, so a new seed could not take effect). A
 change to any of them stops the run with the fields named. `ckpt.restore_from` is consulted
 only before the workdir has a checkpoint, so it is not compared.
@@ -25,7 +26,8 @@ from ssp_jax.config import ConfigError
 
 log = logging.getLogger(__name__)
 
-FIXED_ON_RESUME = ("model.spec", "model.dtype", "model.seed", "replay.seed")
+FIXED_ON_RESUME = ("model.spec", "model.dtype", "model.seed", "model.lora.rank",
+                   "model.lora.targets", "replay.seed")
 NOT_COMPARED = ("ckpt.restore_from",)
 _MISSING = "<absent>"
 

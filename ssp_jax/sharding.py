@@ -27,7 +27,7 @@ Rules = Mapping[str, Any]  # logical name -> mesh axis name, tuple of names, or 
 TRAIN_RULES: dict[str, Any] = {
     "batch": ("data", "fsdp"), "seq": None,
     "vocab": "tensor", "embed": "fsdp", "heads": "tensor", "kv_heads": "tensor",
-    "head_dim": None, "mlp": "tensor", "layers": None,
+    "head_dim": None, "mlp": "tensor", "layers": None, "lora_rank": None,
     "cache_batch": ("data", "fsdp"), "cache_seq": None,
 }
 

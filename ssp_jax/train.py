@@ -29,7 +29,8 @@ from ssp_jax.judge.base import JudgeFailed
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import JudgeModel, check_judge_cache, make_judge
 from ssp_jax.metrics import MetricsWriter, read_metrics
-from ssp_jax.models import load
+from ssp_jax.models import load, lora
+from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
 from ssp_jax.replay import ReplayPool
 from ssp_jax.resume import check_resume_config
@@ -92,7 +93,8 @@ class Trainer:
         model, self.tokenizer = load(cfg.model.spec, dtype=cfg.model.dtype, seed=cfg.model.seed,
                                      mesh=self.mesh, rules=sharding.TRAIN_RULES)
         self.model_cfg = model.config.replace(remat=cfg.model.remat,
-                                              attention=cfg.model.attention)
+                                              attention=cfg.model.attention,
+                                              lora=cfg.model.lora)
         params = model.params()
         self.param_shardings = jax.tree.map(lambda x: x.sharding, params)
         del model
@@ -102,7 +104,8 @@ class Trainer:
         # init's outputs below: the one copy full fine-tuning needs). The KL reference and a
         # frozen-policy judge are the loaded arrays themselves, placed by the rule table like
         # the policy, without a copy; with rl.beta = 0 no reference exists.
-        self.ref_params = params if cfg.rl.beta > 0 else None
+        # With LoRA the loaded arrays are also the frozen base the adapters apply to.
+        self.ref_params = params if cfg.rl.beta > 0 or cfg.model.lora.enabled else None
 
         def frozen_policy() -> JudgeModel:  # the loaded arrays serve the KL and the judge
             return JudgeModel(self.model_cfg, params, self.tokenizer)
@@ -118,8 +121,17 @@ class Trainer:
                {"request_tokens": cfg.selfplay.attacker_max_tokens,
                 "request_field": "selfplay.attacker_max_tokens"}))
         self.optimizer = make_optimizer(cfg.rl)  # compilation starts here, once the judge is up
-        state = jax.jit(lambda p: init_train_state(p, self.optimizer),
-                        out_shardings=train_state_shardings(params, self.optimizer))(params)
+        if cfg.model.lora.enabled:  # only the adapters are trained
+            adapter_init = jax.jit(
+                lambda key: lora.init_adapters(self.model_cfg, key),
+                out_shardings=lora.shardings(self.model_cfg, self.mesh, sharding.TRAIN_RULES))
+            adapters = adapter_init(jax.random.key(cfg.model.seed))
+            state = jax.jit(lambda p: init_train_state(p, self.optimizer),
+                            out_shardings=train_state_shardings(adapters, self.optimizer)
+                            )(adapters)
+        else:
+            state = jax.jit(lambda p: init_train_state(p, self.optimizer),
+                            out_shardings=train_state_shardings(params, self.optimizer))(params)
         self.is_refusal = RefusalJudge().is_refusal
         self.pool = ReplayPool(cfg.replay)
         self.bad_steps = 0
@@ -145,6 +157,13 @@ class Trainer:
         if jax.process_index() == 0:
             self.workdir.mkdir(parents=True, exist_ok=True)
             (self.workdir / "config.json").write_text(json.dumps(to_json(cfg), indent=2))
+
+    @property
+    def policy_params(self) -> Params:
+        """The current policy's parameters: the trained ones, or the base with adapters."""
+        if self.model_cfg.lora.enabled:
+            return lora.with_adapters(self.ref_params, self.state.params)
+        return self.state.params
 
     def _restore(self, state: TrainState) -> TrainState:
         abstract = abstract_like(state)
@@ -175,7 +194,7 @@ class Trainer:
         pool_select = self.pool.metrics()
         benign = self.benign.batch(step, sp.benign_per_step) if self.benign else []
         key = jax.random.fold_in(jax.random.key(cfg.train.seed), step)
-        ro = rollout(self.model_cfg, self.state.params, self.tokenizer, self.judge,
+        ro = rollout(self.model_cfg, self.policy_params, self.tokenizer, self.judge,
                      self.is_refusal, sp, goals, replay, benign, key, cfg.model.max_cache_len)
         failed, rows = ro.metrics["judge/excluded"], ro.metrics["judge/rows"]
         if failed > cfg.judge.max_excluded_fraction * rows:
@@ -227,7 +246,7 @@ class Trainer:
         """Direct-mode attack success on the held-out goals, logged as `eval/*` at `step`."""
         sp = self.cfg.selfplay
         metrics, _ = evaluate_goals(
-            self.model_cfg, self.state.params, self.tokenizer, self.judge, self.is_refusal,
+            self.model_cfg, self.policy_params, self.tokenizer, self.judge, self.is_refusal,
             self.goals.holdout[:self.cfg.eval.num_goals], max_new_tokens=sp.defender_max_tokens,
             asr_threshold=sp.asr_threshold, batch_size=self.cfg.judge.batch_size,
             max_cache_len=self.cfg.model.max_cache_len)

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 TensorGetter = Callable[..., np.ndarray]  # (name, index=None) -> tensor or its slice
 _PREFIX = "model.layers.{i}."
 # our stacked name -> HF per-layer name suffix
-_HF_LAYER_NAMES = {
+HF_LAYER_NAMES = {
     "attn_norm": "input_layernorm.weight",
     "q_proj": "self_attn.q_proj.weight",
     "k_proj": "self_attn.k_proj.weight",
@@ -94,7 +94,7 @@ def lazy_params_from_hf(cfg: ModelConfig, get: TensorGetter,
         return np.ascontiguousarray(w.astype(dtype))
 
     def layer_reader(name: str) -> Callable[[tuple[slice, ...]], np.ndarray]:
-        hf_suffix = _HF_LAYER_NAMES[name]
+        hf_suffix = HF_LAYER_NAMES[name]
 
         def read(index: tuple[slice, ...]) -> np.ndarray:
             return convert(np.stack([
@@ -125,7 +125,7 @@ def params_to_hf(cfg: ModelConfig, params: dict) -> dict[str, np.ndarray]:
     for name, stacked in params["layers"].items():
         stacked = np.asarray(stacked)
         for i in range(cfg.num_layers):
-            out[_PREFIX.format(i=i) + _HF_LAYER_NAMES[name]] = _to_hf_layer(name, stacked[i])
+            out[_PREFIX.format(i=i) + HF_LAYER_NAMES[name]] = _to_hf_layer(name, stacked[i])
     return {k: np.ascontiguousarray(v) for k, v in out.items()}
 
 

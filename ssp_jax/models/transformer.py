@@ -19,6 +19,7 @@ from flax import nnx
 
 from ssp_jax import sharding
 from ssp_jax.models.attention import PAD_SEGMENT, REAL_SEGMENT, MaskPattern, self_attention
+from ssp_jax.models import lora
 from ssp_jax.models.config import ModelConfig
 
 LOGICAL_AXES = ("vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "layers")
@@ -176,9 +177,9 @@ def _qkv(lp: Params, cfg: ModelConfig, x: jax.Array, positions: jax.Array,
          inv_freq: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Projected, normed and rotated q `[B,T,H,Dh]`; k, v head-major `[B,K,T,Dh]`."""
     dt = x.dtype
-    q = jnp.einsum("btd,dhk->bthk", x, lp["q_proj"].astype(dt))
-    k = jnp.einsum("btd,dhk->bthk", x, lp["k_proj"].astype(dt))
-    v = jnp.einsum("btd,dhk->bthk", x, lp["v_proj"].astype(dt))
+    q = lora.project(lp, cfg, "q_proj", "btd,dhk->bthk", x)
+    k = lora.project(lp, cfg, "k_proj", "btd,dhk->bthk", x)
+    v = lora.project(lp, cfg, "v_proj", "btd,dhk->bthk", x)
     if cfg.attention_bias:
         q = q + lp["q_bias"].astype(dt)
         k = k + lp["k_bias"].astype(dt)
@@ -192,12 +193,11 @@ def _qkv(lp: Params, cfg: ModelConfig, x: jax.Array, positions: jax.Array,
 
 def _mlp_and_out(lp: Params, cfg: ModelConfig, x: jax.Array, attn: jax.Array) -> jax.Array:
     """Residual adds of the attention output projection and the SwiGLU MLP."""
-    dt = x.dtype
-    x = x + jnp.einsum("bthk,hkd->btd", attn, lp["o_proj"].astype(dt))
+    x = x + lora.project(lp, cfg, "o_proj", "bthk,hkd->btd", attn)
     h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
-    gate = jnp.einsum("btd,df->btf", h, lp["gate_proj"].astype(dt))
-    up = jnp.einsum("btd,df->btf", h, lp["up_proj"].astype(dt))
-    return x + jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, lp["down_proj"].astype(dt))
+    gate = lora.project(lp, cfg, "gate_proj", "btd,df->btf", h)
+    up = lora.project(lp, cfg, "up_proj", "btd,df->btf", h)
+    return x + lora.project(lp, cfg, "down_proj", "btf,fd->btd", jax.nn.silu(gate) * up)
 
 
 def _embed(params: Params, cfg: ModelConfig, tokens: jax.Array) -> jax.Array:
@@ -232,11 +232,16 @@ def _segments(real: jax.Array) -> jax.Array:
 
 
 def _decoder(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.Array,
-             pattern: MaskPattern, segment_ids: jax.Array) -> jax.Array:
+             pattern: MaskPattern, segment_ids: jax.Array,
+             dropout_key: jax.Array | None = None) -> jax.Array:
     """The scanned decoder blocks: tokens `[B, T]`, positions `[B, T]`; a query sees keys the
     static `pattern` allows with its segment id (`segment_ids [B, T]`). Returns the last
-    block's output `[B, T, D]` (before the final norm)."""
+    block's output `[B, T, D]` (before the final norm). A `dropout_key` turns on LoRA
+    dropout (training only)."""
     inv_freq = rope_frequencies(cfg)
+    layers = lora.layer_inputs(params)
+    if dropout_key is not None:
+        layers = {**layers, "lora_key": jax.random.split(dropout_key, cfg.num_layers)}
 
     def block(x, lp):
         x = sharding.constrain(x, ("batch", "seq", None))  # rows stay on their devices
@@ -245,7 +250,7 @@ def _decoder(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax
         out = self_attention(q, k, v, pattern, segment_ids, cfg.attention)
         return _mlp_and_out(lp, cfg, x, out), None
 
-    x, _ = jax.lax.scan(_maybe_remat(block, cfg), _embed(params, cfg, tokens), params["layers"])
+    x, _ = jax.lax.scan(_maybe_remat(block, cfg), _embed(params, cfg, tokens), layers)
     return x
 
 
@@ -264,7 +269,8 @@ def forward(params: Params, cfg: ModelConfig, tokens: jax.Array,
 
 
 def completion_hidden_states(params: Params, cfg: ModelConfig, prompt_tokens: jax.Array,
-                             prompt_mask: jax.Array, tokens: jax.Array) -> jax.Array:
+                             prompt_mask: jax.Array, tokens: jax.Array,
+                             dropout_key: jax.Array | None = None) -> jax.Array:
     """Hidden states that predict the completion tokens of N prompts with S completions each,
     every prompt computed once per group; the same values as running each
     `prompt + completion` row on its own.
@@ -294,7 +300,8 @@ def completion_hidden_states(params: Params, cfg: ModelConfig, prompt_tokens: ja
     positions = jnp.where(in_prompt[None], idx[None], prompt_len[:, None] + offset[None])
     # completion blocks see the prompt and themselves; prompt padding is its own segment
     real = jnp.concatenate([prompt_mask, jnp.ones((n, s * c), bool)], axis=1)  # [N, L]
-    x = _decoder(params, cfg, seq, positions, MaskPattern(p, c), _segments(real))  # [N, L, D]
+    x = _decoder(params, cfg, seq, positions, MaskPattern(p, c), _segments(real),
+                 dropout_key)  # [N, L, D]
     # predictor of completion token k: the prompt's last token (k = 0), else token k - 1
     last = jnp.maximum(prompt_len - 1, 0)[:, None]  # 0 for padding groups
     k = jnp.arange(c, dtype=jnp.int32)
@@ -322,7 +329,7 @@ def prefill(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.
         return _mlp_and_out(lp, cfg, x, out), (k_cache, v_cache)
 
     x, (k, v) = jax.lax.scan(block, _embed(params, cfg, tokens),
-                             (params["layers"], cache.k, cache.v))
+                             (lora.layer_inputs(params), cache.k, cache.v))
     return lm_logits(params, cfg, x[:, -1:])[:, 0], KVCache(k, v)
 
 
@@ -366,7 +373,7 @@ def decode_step(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: 
         return _mlp_and_out(lp, cfg, x, out), (k.astype(k_cache.dtype), v.astype(v_cache.dtype))
 
     x, (k, v) = jax.lax.scan(block, _embed(params, cfg, tokens),
-                             (params["layers"], cache.k, cache.v))
+                             (lora.layer_inputs(params), cache.k, cache.v))
     start = (0, 0, 0, slot, 0)
     cache = KVCache(jax.lax.dynamic_update_slice(cache.k, k, start),
                     jax.lax.dynamic_update_slice(cache.v, v, start))

@@ -5,6 +5,11 @@ divided once by the summed denominator, so accumulation is exact. Micro-batches 
 (`split_micro_batches`): each keeps its groups spread over the data-parallel shards. A step
 whose loss or gradients are not finite leaves parameters and optimizer state unchanged and
 says so in its metrics (`update_skipped`).
+
+With LoRA (`model_cfg.lora.rank > 0`) the train state holds only the adapters and their
+optimizer state; the frozen base weights come in as the step's second argument, which is
+both the base of the policy and, without adapters, the KL reference (one copy of the
+weights).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import optax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ssp_jax.models import lora
 from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.transformer import Params, completion_hidden_states, lm_logits
 from ssp_jax.rl import losses
@@ -93,12 +99,13 @@ def train_state_shardings(params: Params, optimizer: optax.GradientTransformatio
 
 
 def completion_logprobs(params: Params, model_cfg: ModelConfig, prompt_tokens: jax.Array,
-                        prompt_mask: jax.Array, tokens: jax.Array, temperature: float
-                        ) -> tuple[jax.Array, jax.Array]:
+                        prompt_mask: jax.Array, tokens: jax.Array, temperature: float,
+                        dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
     """Log-probs `[N * S, C]` f32 of the completion tokens of a grouped batch (see
     `rl.batch`) and their logits `[N * S, C, V]`; only completion positions go through the LM
-    head."""
-    hidden = completion_hidden_states(params, model_cfg, prompt_tokens, prompt_mask, tokens)
+    head. `dropout_key` turns on LoRA dropout."""
+    hidden = completion_hidden_states(params, model_cfg, prompt_tokens, prompt_mask, tokens,
+                                      dropout_key)
     logits = lm_logits(params, model_cfg, hidden)
     return losses.token_logprobs(logits, tokens, temperature), logits
 
@@ -141,14 +148,20 @@ def make_train_step(model_cfg: ModelConfig, cfg: UpdateConfig,
     """Builds `train_step(state, ref_params, batches) -> (state, metrics)`, jitted with the
     state donated. `batches` is a tuple of grouped TrainBatches (e.g. one per role, each with
     its own shapes) that make one update: their summed losses are divided by their summed
-    denominators. `ref_params` may be None when `cfg.beta == 0`. Each batch's groups must
-    divide evenly into `cfg.micro_batches` (a micro-batch is a slice of whole groups)."""
+    denominators. `ref_params` is the frozen reference; it may be None when `cfg.beta == 0`,
+    except with LoRA, where it is the base model the adapters (`state.params`) apply to.
+    Each batch's groups must divide evenly into `cfg.micro_batches` (a micro-batch is a
+    slice of whole groups)."""
     schedule = learning_rate_schedule(cfg)
+    adapters = model_cfg.lora.enabled
+    dropout = adapters and model_cfg.lora.dropout > 0
 
-    def micro_terms(params: Params, ref_params: Params | None, mb: TrainBatch):
+    def micro_terms(params: Params, ref_params: Params | None, mb: TrainBatch,
+                    key: jax.Array | None):
         def loss_fn(p):
-            logp, logits = completion_logprobs(p, model_cfg, mb.prompt_tokens, mb.prompt_mask,
-                                               mb.tokens, cfg.temperature)
+            policy = lora.with_adapters(ref_params, p) if adapters else p
+            logp, logits = completion_logprobs(policy, model_cfg, mb.prompt_tokens,
+                                               mb.prompt_mask, mb.tokens, cfg.temperature, key)
             ref_logp = None
             if cfg.beta > 0:
                 ref_logp, _ = completion_logprobs(jax.lax.stop_gradient(ref_params), model_cfg,
@@ -168,26 +181,32 @@ def make_train_step(model_cfg: ModelConfig, cfg: UpdateConfig,
         return jax.tree.map(lambda g: g.astype(jnp.float32), grads), aux
 
     def batch_terms(params: Params, ref_params: Params | None, batch: TrainBatch,
-                    shardings: TrainBatch | None):
+                    shardings: TrainBatch | None, key: jax.Array | None):
         """Summed gradients and loss terms of one batch, over its micro-batches."""
         n = cfg.micro_batches
         micro = split_micro_batches(batch, n, shardings)
-        grads, aux = micro_terms(params, ref_params, jax.tree.map(lambda x: x[0], micro))
+        keys = None if key is None else jax.random.split(key, n)
+        grads, aux = micro_terms(params, ref_params, jax.tree.map(lambda x: x[0], micro),
+                                 None if keys is None else keys[0])
         if n > 1:
-            def body(carry, mb):
-                g, a = micro_terms(params, ref_params, mb)
+            def body(carry, xs):
+                g, a = micro_terms(params, ref_params, *xs)
                 return (_tree_add(carry[0], g), _tree_add(carry[1], a)), None
 
-            (grads, aux), _ = jax.lax.scan(body, (grads, aux),
-                                           jax.tree.map(lambda x: x[1:], micro))
+            (grads, aux), _ = jax.lax.scan(
+                body, (grads, aux),
+                (jax.tree.map(lambda x: x[1:], micro), None if keys is None else keys[1:]))
         return grads, aux
 
     def train_step(state: TrainState, ref_params: Params | None,
                    batches: tuple[TrainBatch, ...]):
         shardings = batch_shardings or (None,) * len(batches)
-        grads, aux = batch_terms(state.params, ref_params, batches[0], shardings[0])
-        for batch, batch_sharding in zip(batches[1:], shardings[1:]):
-            g, a = batch_terms(state.params, ref_params, batch, batch_sharding)
+        # LoRA dropout masks: a pure function of the step, so a resumed run draws the same
+        keys = (jax.random.split(jax.random.fold_in(jax.random.key(0), state.step), len(batches))
+                if dropout else [None] * len(batches))
+        grads, aux = batch_terms(state.params, ref_params, batches[0], shardings[0], keys[0])
+        for batch, batch_sharding, key in zip(batches[1:], shardings[1:], keys[1:]):
+            g, a = batch_terms(state.params, ref_params, batch, batch_sharding, key)
             grads, aux = _tree_add(grads, g), _tree_add(aux, a)
         terms, extra = aux
         denom = jnp.maximum(terms.denom, 1.0)
