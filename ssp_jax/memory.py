@@ -33,6 +33,7 @@ from ml_collections.config_flags import config_flags
 from ssp_jax import sharding
 from ssp_jax.config import TrainConfig, validate
 from ssp_jax.models.attention import resolve
+from ssp_jax.models import lora
 from ssp_jax.models.config import ModelConfig, from_hf_config
 from ssp_jax.models.loading import abstract_model
 from ssp_jax.models.tiny import tiny_config
@@ -80,17 +81,23 @@ def estimate(cfg: TrainConfig, shape: ModelConfig, devices: int = 1,
     sp = dataclasses.replace(cfg.selfplay, row_shards=data * fsdp)
     p_bytes = _BYTES[cfg.model.dtype]
     n = shape.num_params
-    params = n * p_bytes * (2 if cfg.rl.beta > 0 else 1)  # + frozen reference for the KL
-    if cfg.judge.model_based and not (cfg.judge.model or cfg.judge.url) and not cfg.rl.beta > 0:
-        params += n * p_bytes  # the judge's frozen policy copy (else shared with the KL reference)
+    if cfg.model.lora.enabled:  # frozen base (the reference too) + float32 adapters
+        trained = lora.num_params(shape.replace(lora=cfg.model.lora))
+        params = n * p_bytes + trained * 4
+    else:
+        trained = n
+        params = n * p_bytes * (2 if cfg.rl.beta > 0 else 1)  # + frozen reference for the KL
+    shared = cfg.rl.beta > 0 or cfg.model.lora.enabled  # a frozen base the judge can share
+    if cfg.judge.model_based and not (cfg.judge.model or cfg.judge.url) and not shared:
+        params += n * p_bytes  # the judge's frozen policy copy
     judge_cache = 0
     if cfg.judge.model_based and cfg.judge.model:  # a separate judge model and its cache
         judge = model_shape(cfg.judge.model)
         params += judge.num_params * p_bytes
         judge_cache = (2 * judge.num_layers * cfg.judge.batch_size * judge.num_kv_heads
                        * cfg.judge.max_cache_len * judge.head_dim * p_bytes)
-    optimizer = n * (4 + 4)  # Adam moments in float32
-    grads = n * 4  # float32 accumulation
+    optimizer = trained * (4 + 4)  # Adam moments in float32
+    grads = trained * 4  # float32 accumulation
     rows_sampled = max(sp.goals_per_step * sp.attacks_per_goal,
                        (sp.goals_per_step * sp.attacks_per_goal + sp.replay_per_step
                         + sp.benign_per_step) * sp.responses_per_attack)

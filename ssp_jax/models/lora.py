@@ -51,6 +51,11 @@ def logical_axes(cfg: ModelConfig) -> dict[str, dict[str, tuple[str, ...]]]:
             for name, ab_specs in adapter_specs(cfg).items()}
 
 
+def num_params(cfg: ModelConfig) -> int:
+    """Adapter parameters (A and B of every target, all layers)."""
+    return sum(math.prod(spec[0]) for ab in adapter_specs(cfg).values() for spec in ab.values())
+
+
 def init_adapters(cfg: ModelConfig, key: jax.Array) -> Params:
     """Fresh float32 adapters: A uniform in ±1/sqrt(fan_in) (PEFT's default A init), B zero."""
     out = {}
