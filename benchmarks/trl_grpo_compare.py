@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from ssp_jax.data.builtin import builtin_items
+from ssp_jax.default_config import get_config
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load, lora, save_hf
 from ssp_jax.models.config import LoraConfig
@@ -57,7 +58,8 @@ def ours(folder: pathlib.Path, goals: list[str], steps: int, rank: int
     """Seconds of each step (sample, score, advantages, update) with ssp_jax, and of the
     update alone."""
     model, tok = load(folder)
-    model_cfg, base = model.config, model.params()
+    # rematerialized blocks, as the trainer's default config runs them
+    model_cfg, base = model.config.replace(remat=get_config().model.remat), model.params()
     del model
     cfg = UpdateConfig(learning_rate=LORA_LR if rank else LR, temperature=TEMPERATURE)
     is_refusal = RefusalJudge().is_refusal
