@@ -27,7 +27,7 @@ class ModelSection:
     dtype: str = "float32"  # float32 | bfloat16 (parameters and compute)
     max_cache_len: int = 1024  # KV-cache slots per row (prompt bucket + new tokens)
     seed: int = 0  # initialisation seed of tiny-random
-    remat: bool = False  # rematerialize decoder blocks in the backward pass
+    remat: bool = True  # rematerialize decoder blocks in the backward pass
     attention: str = "auto"  # auto | xla | cudnn | splash: the self-attention kernel
     lora: LoraConfig = LoraConfig()  # low-rank adapters (rank 0 = full fine-tuning)
 
