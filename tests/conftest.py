@@ -23,3 +23,13 @@ def shared_data() -> pathlib.Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"benchmark data folder not found: {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True)
+def _no_global_mesh_between_tests():
+    """A Trainer sets its mesh globally (`jax.set_mesh`); clear it so the next test starts on
+    the default device context."""
+    yield
+    import jax
+
+    jax.set_mesh(None)
