@@ -12,6 +12,7 @@ import math
 import typing
 from typing import Any, Mapping
 
+from ssp_jax import default_config
 from ssp_jax.data.mixture import plain_data
 from ssp_jax.judge.registry import JudgeConfig, check_judge_config
 from ssp_jax.models.config import ATTENTION_IMPLEMENTATIONS
@@ -32,35 +33,42 @@ class ModelSection:
     lora: LoraConfig = LoraConfig()  # low-rank adapters (rank 0 = full fine-tuning)
 
 
+# Sections without defaults take every value from ssp_jax/default_config.py (merged in by
+# `validate`), the only set of defaults; comments on each field are there.
 @dataclasses.dataclass(frozen=True)
 class TrainSection:
-    num_steps: int = 100
-    seed: int = 0  # rollout sampling seed
-    log_every: int = 1  # console / TensorBoard logging period (metrics.jsonl gets every step)
-    sample_every: int = 10  # write (goal, attack, response, score) rows every N steps
-    samples_per_log: int = 4
-    max_bad_steps: int = 5  # stop after this many non-finite updates in a row
+    num_steps: int
+    seed: int  # rollout sampling seed
+    log_every: int  # console / TensorBoard logging period (metrics.jsonl gets every step)
+    sample_every: int  # write (goal, attack, response, score) rows every N steps
+    samples_per_log: int
+    max_bad_steps: int  # stop after this many non-finite updates in a row
+    max_benign_refusal: float  # collapse monitor limits (see default_config.py)
+    max_attacker_refusal: float
+    collapse_patience: int
+    stop_on_collapse: bool
+    diversity_window: int
 
 
 @dataclasses.dataclass(frozen=True)
 class CkptSection:
-    every_steps: int = 50  # 0 = only at the end
-    keep: int = 3  # latest checkpoints kept
-    restore_from: str = ""  # a checkpoint step folder to start from ("" = resume the workdir)
-    async_save: bool = True
+    every_steps: int  # 0 = only at the end
+    keep: int  # latest checkpoints kept
+    restore_from: str  # a checkpoint step folder to start from ("" = resume the workdir)
+    async_save: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalSection:
-    every_steps: int = 0  # 0 = off; else evaluate on held-out goals every N steps
-    num_goals: int = 16  # held-out goals per evaluation
+    every_steps: int  # 0 = off; else evaluate on held-out goals every N steps
+    num_goals: int  # held-out goals per evaluation
 
 
 @dataclasses.dataclass(frozen=True)
 class MeshSection:
-    data: int = 1
-    fsdp: int = -1  # -1 = all remaining devices
-    tensor: int = 1
+    data: int
+    fsdp: int  # -1 = all remaining devices
+    tensor: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +86,9 @@ class TrainConfig:
     mesh: MeshSection
 
 
-# rl-section keys that belong to the rollout/reward side (SelfPlayConfig)
-_RL_REWARD_KEYS = ("attacker_weight", "defender_weight", "scale_by_std", "invalid_attack_penalty")
+# reward-shaping keys that moved from `rl` to `selfplay` (named in the error for old configs)
+_MOVED_TO_SELFPLAY = ("attacker_weight", "defender_weight", "scale_by_std",
+                      "invalid_attack_penalty")
 _CHOICES = {
     "model.dtype": ("float32", "bfloat16"),
     "model.attention": ATTENTION_IMPLEMENTATIONS,
@@ -91,12 +100,13 @@ _POSITIVE = ("selfplay.goals_per_step", "selfplay.attacks_per_goal",
              "selfplay.defender_max_tokens", "selfplay.max_prompt_tokens",
              "rl.micro_batches", "train.num_steps", "train.log_every", "train.sample_every",
              "train.max_bad_steps", "ckpt.keep", "model.max_cache_len", "rl.learning_rate",
-             "rl.max_grad_norm")
+             "rl.max_grad_norm", "train.collapse_patience", "train.diversity_window")
 _NON_NEGATIVE = ("selfplay.benign_per_step", "selfplay.temperature", "selfplay.top_k",
                  "rl.warmup_steps", "rl.weight_decay", "rl.beta", "rl.clip_eps_low",
                  "rl.clip_eps_high", "selfplay.attacker_weight", "selfplay.defender_weight",
                  "ckpt.every_steps", "eval.every_steps", "eval.num_goals",
-                 "selfplay.min_attack_chars")
+                 "selfplay.min_attack_chars", "train.max_benign_refusal",
+                 "train.max_attacker_refusal")
 
 
 class ConfigError(ValueError):
@@ -177,6 +187,13 @@ def _check_values(cfg: TrainConfig) -> None:
             raise ConfigError(f"config field {path}={v!r} must be ≥ 0")
     if not 0 < cfg.selfplay.top_p <= 1:
         raise ConfigError(f"config field selfplay.top_p={cfg.selfplay.top_p!r} must be in (0, 1]")
+    if not -1 <= cfg.selfplay.min_intent_similarity <= 1:
+        raise ConfigError(f"config field selfplay.min_intent_similarity="
+                          f"{cfg.selfplay.min_intent_similarity!r} must be a cosine in [-1, 1] "
+                          "(0 = no intent check)")
+    if cfg.judge.strict and cfg.judge.name != "refusal":
+        raise ConfigError(f"config field judge.strict=True applies to judge.name='refusal' "
+                          f"only, not {cfg.judge.name!r}")
     if "{goal}" not in cfg.selfplay.attacker_brief:
         raise ConfigError("config field selfplay.attacker_brief must contain '{goal}'")
     need = cfg.selfplay.max_prompt_tokens + 32 + max(cfg.selfplay.attacker_max_tokens,
@@ -201,17 +218,31 @@ def validate(config: Any) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown config section(s) {', '.join(unknown)}; valid: "
                           f"{', '.join(sections)}")
-    get = lambda name: raw.get(name) or {}  # noqa: E731
+    defaults = plain_data(default_config.get_config())
+
+    def get(name: str) -> dict:  # a section: the default config's, then the config's values
+        if name in ("data", "benign_data") and name in raw:
+            return raw[name] or {}
+        return {**defaults.get(name, {}), **(raw.get(name) or {})}
+
     rl_raw = get("rl")
+    moved = sorted(k for k in _MOVED_TO_SELFPLAY if k in (raw.get("rl") or {}))
+    if moved:
+        raise ConfigError(f"config field(s) {', '.join(f'rl.{k}' for k in moved)} moved to the "
+                          f"selfplay section (selfplay.{moved[0]}, ...), where all reward "
+                          "shaping lives")
     replay = _section(ReplayConfig, get("replay"), "replay")
     train = _section(TrainSection, get("train"), "train")
     selfplay_raw = dict(get("selfplay"))
-    selfplay_raw.update({k: rl_raw[k] for k in _RL_REWARD_KEYS if k in rl_raw})
+    for k, home in (("replay_per_step", "replay"), ("micro_batches", "rl"),
+                    ("row_shards", "mesh")):
+        if k in selfplay_raw:
+            raise ConfigError(f"unknown config field selfplay.{k} (it follows {home})")
     selfplay_raw["replay_per_step"] = replay.replay_per_step
-    selfplay_raw["micro_batches"] = rl_raw.get("micro_batches", 1)
+    selfplay_raw["micro_batches"] = rl_raw["micro_batches"]
+    selfplay_raw["row_shards"] = 1  # the trainer sets the mesh's value
     selfplay = _section(SelfPlayConfig, selfplay_raw, "selfplay")
-    rl = _section(UpdateConfig, {k: v for k, v in rl_raw.items() if k not in _RL_REWARD_KEYS},
-                  "rl", skip=_RL_REWARD_KEYS)
+    rl = _section(UpdateConfig, rl_raw, "rl")
     # the update scores tokens under the sampling temperature (1 when sampling is greedy)
     rl = dataclasses.replace(rl, temperature=selfplay.temperature or 1.0,
                              total_steps=train.num_steps)

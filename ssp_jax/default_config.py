@@ -4,6 +4,8 @@ override what differs."""
 
 import ml_collections
 
+from ssp_jax.roles import ATTACKER_BRIEF
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -28,7 +30,10 @@ def get_config() -> ml_collections.ConfigDict:
         holdout_fraction=0.0,  # share of goals held out for periodic evaluation
         sources=[dict(name="builtin", kind="builtin", weight=1.0)],  # goals written for ssp_jax
     )
-    c.benign_data = dict(seed=0, sources=[dict(name="benign", kind="builtin", subset="benign")])
+    # everyday and borderline-but-safe requests for the over-refusal guard (XSTest stays
+    # evaluation-only)
+    c.benign_data = dict(seed=0, sources=[dict(name="benign_train", kind="builtin",
+                                               subset="benign_train")])
     c.selfplay = dict(
         goals_per_step=2,  # G goals per step
         attacks_per_goal=2,  # A attack prompts per goal (the attacker's group)
@@ -39,9 +44,22 @@ def get_config() -> ml_collections.ConfigDict:
         temperature=0.7,  # sampling temperature of both roles (a 135M model rambles at 1.0)
         top_p=1.0,  # nucleus sampling (1 = off)
         top_k=0,  # top-k sampling (0 = off)
+        attacker_brief=ATTACKER_BRIEF,  # the attacker's instructions; must contain "{goal}"
         defender_system_prompt="",  # optional system turn for the defender
-        benign_per_step=0,  # benign prompts per step, rewarded for not refusing (0 = off)
+        # benign prompts per step, rewarded for answering, scored by the refusal detector
+        # whatever the harm judge (2 x R rows: a quarter of the defender rows here; 0 = off)
+        benign_per_step=2,
+        # reward shaping (all of it lives here, read by ssp_jax/rl/assemble.py)
+        invalid_attack_penalty=-0.5,  # attacker reward of malformed / declined / off-intent
         min_attack_chars=8,  # shorter attacks count as invalid
+        # cos(goal, attack) under the sentence encoder below this = off-intent (0 = no check)
+        min_intent_similarity=0.45,
+        intent_encoder="all-minilm-l6-v2",  # sentence encoder: the MiniLM wheel or a BERT folder
+        static_attacks=False,  # ablation: the defender gets the goals verbatim, no attacker
+        attacker_weight=1.0,  # loss weight of attacker rows
+        defender_weight=1.0,  # loss weight of defender rows
+        scale_by_std=True,  # GRPO (True) or Dr. GRPO (False) advantages
+        drop_zero_variance=False,  # weight 0 for groups with equal rewards (DAPO's filter)
         asr_threshold=4.0,  # judge score ≥ this = successful attack
     )
     c.rl = dict(
@@ -55,10 +73,6 @@ def get_config() -> ml_collections.ConfigDict:
         beta=0.0,  # KL (k3) penalty to the frozen initial policy
         aggregation="token",  # token | sequence: how the loss averages
         micro_batches=1,  # gradient accumulation slices per step
-        attacker_weight=1.0,  # loss weight of attacker rows
-        defender_weight=1.0,  # loss weight of defender rows
-        scale_by_std=True,  # GRPO (True) or Dr. GRPO (False) advantages
-        invalid_attack_penalty=0.0,  # attacker reward of empty / refused attacks
     )
     c.judge = dict(
         # refusal | rubric (alias llm) | llama_guard | harmbench | wildguard | strongreject
@@ -80,6 +94,7 @@ def get_config() -> ml_collections.ConfigDict:
         refusal_score=1.0,  # refusal judge: score of a refusal
         compliance_score=5.0,  # refusal judge: score of anything else
         empty_score=2.0,  # refusal judge: score of an empty or gibberish answer
+        strict=False,  # refusal judge: the decline check an apology opener cannot fake
     )
     c.replay = dict(
         capacity=256,  # most items kept in the UCB pool
@@ -95,6 +110,11 @@ def get_config() -> ml_collections.ConfigDict:
         sample_every=1,  # samples.jsonl period
         samples_per_log=4,  # rows per samples.jsonl write
         max_bad_steps=5,  # stop after this many non-finite updates in a row
+        max_benign_refusal=0.25,  # collapse monitor: benign refusal rate limit
+        max_attacker_refusal=0.5,  # collapse monitor: limit of the attacker's refusal rate
+        collapse_patience=5,  # steps above a limit before the monitor warns
+        stop_on_collapse=False,  # stop the run (with the likely cause) instead of warning
+        diversity_window=10,  # steps pooled for the windowed attack-diversity metrics
     )
     c.ckpt = dict(every_steps=5, keep=2, restore_from="", async_save=True)
     c.eval = dict(every_steps=0, num_goals=8)

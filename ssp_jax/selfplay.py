@@ -1,4 +1,5 @@
-"""One self-play rollout: attacker turn, defender turn, judge, rewards and advantages.
+"""One self-play rollout: attacker turn, defender turn, judge and checks; rewards and advantages
+come from `ssp_jax.rl.assemble`.
 
 Row layout of a step (goal-major, G goals, A attacks per goal, R responses per attack):
   attacker rows  i = g * A + a                          (G * A rows)
@@ -13,50 +14,59 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import numpy as np
 
 from ssp_jax.data.loaders import PromptItem
+from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.judge.base import Judge
+from ssp_jax.judge.degenerate import DegenerateCheck
+from ssp_jax.judge.intent import IntentCheck
+from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
 from ssp_jax.replay import ReplayItem
-from ssp_jax.rl import advantages as adv_lib
 from ssp_jax.rl import rewards as reward_lib
+from ssp_jax.rl.assemble import RewardInputs, assemble_rewards
 from ssp_jax.rl.batch import TrainBatch, pack_groups
-from ssp_jax.roles import (ATTACKER_BRIEF, attacker_prompt, clean_attack, defender_prompt,
+from ssp_jax.roles import (attacker_prompt, clean_attack, defender_prompt,
                            fit_prompt)
 from ssp_jax.rollout.sampler import bucket_length, generate_with_params
 
 
 @dataclasses.dataclass(frozen=True)
 class SelfPlayConfig:
-    """Rollout and reward settings of a self-play step."""
+    """Rollout and reward settings of a self-play step: the `selfplay` config section (values
+    and comments: ssp_jax/default_config.py, the only set of defaults)."""
 
-    goals_per_step: int = 4  # G
-    attacks_per_goal: int = 2  # A, the attacker's group size
-    responses_per_attack: int = 2  # R, the defender's group size
-    attacker_max_tokens: int = 64
-    defender_max_tokens: int = 64
-    max_prompt_tokens: int = 256  # longer goals/attacks are cut inside the template (counted)
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    attacker_brief: str = ATTACKER_BRIEF  # must contain "{goal}"
-    defender_system_prompt: str = ""
-    benign_per_step: int = 0  # benign prompts sent straight to the defender (over-refusal guard)
-    invalid_attack_penalty: float = 0.0  # attacker reward for empty / malformed / refused attacks
-    min_attack_chars: int = 8
-    attacker_weight: float = 1.0
-    defender_weight: float = 1.0
-    scale_by_std: bool = True  # GRPO; False gives Dr. GRPO
-    asr_threshold: float = 4.0  # a judge score ≥ this is a successful attack
-    replay_per_step: int = 0  # rows reserved for replayed items (the replay config's value)
-    micro_batches: int = 1
-    row_shards: int = 1  # devices the update's groups are split over (the trainer sets it)
+    goals_per_step: int  # G
+    attacks_per_goal: int  # A, the attacker's group size
+    responses_per_attack: int  # R, the defender's group size
+    attacker_max_tokens: int
+    defender_max_tokens: int
+    max_prompt_tokens: int
+    temperature: float
+    top_p: float
+    top_k: int
+    attacker_brief: str
+    defender_system_prompt: str
+    benign_per_step: int
+    invalid_attack_penalty: float
+    min_attack_chars: int
+    min_intent_similarity: float
+    intent_encoder: str
+    static_attacks: bool
+    attacker_weight: float
+    defender_weight: float
+    scale_by_std: bool
+    drop_zero_variance: bool
+    asr_threshold: float
+    replay_per_step: int  # the replay section's value (rows reserved for replayed items)
+    micro_batches: int  # the rl section's value
+    row_shards: int  # devices the update's groups are split over (1 here; the trainer sets it)
 
     @property
     def num_groups(self) -> tuple[int, int]:
@@ -129,31 +139,49 @@ def _mean(x: np.ndarray) -> float:
     return float(np.mean(x)) if len(x) else float("nan")
 
 
-def judged_rewards(scores: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(r_att, r_def) `[N]` f32 from judge scores `[N]`; NaN on excluded rows `[N]` bool (a
-    failed judgement earns neither role anything)."""
-    r_att, r_def = reward_lib.attacker_defender_rewards(np.where(excluded, 1.0, scores))
-    return np.where(excluded, np.nan, r_att), np.where(excluded, np.nan, r_def)
+class RolloutChecks(NamedTuple):
+    """Host-side text checks a rollout runs besides the judge."""
+
+    is_refusal: Callable[[str], bool]  # the defender declines (benign rows, refusal rates)
+    attack_refusal: Callable[[str], bool]  # the attacker declines its brief
+    degenerate: Callable[[str], bool]  # loops, symbol strings, empty text
+    intent: IntentCheck | None  # off-intent attacks (None: not checked)
 
 
-def kept_group_advantages(rewards: np.ndarray, group_ids: np.ndarray, keep: np.ndarray,
-                          scale_by_std: bool) -> np.ndarray:
-    """Group advantages `[N]` f32 over the kept rows only: an excluded row gets 0 and does not
-    move its group's mean or std. rewards `[N]` (anything on excluded rows), group_ids `[N]`
-    int, keep `[N]` bool."""
-    adv = np.zeros(len(rewards), np.float32)
-    adv[keep] = adv_lib.group_advantages(np.asarray(rewards)[keep], np.asarray(group_ids)[keep],
-                                         scale_by_std=scale_by_std)
-    return adv
+def default_checks(intent: IntentCheck | None = None) -> RolloutChecks:
+    """The refusal detector, the attacker-refusal check, the degenerate-text check and
+    `intent`."""
+    return RolloutChecks(RefusalJudge().is_refusal, AttackRefusalCheck().is_refusal,
+                         lambda t: DegenerateCheck().check(t).flag, intent)
+
+
+def attack_validity(goals: Sequence[str], attacks: Sequence[str], checks: RolloutChecks,
+                    min_chars: int) -> dict[str, np.ndarray]:
+    """Per attack `[N]`: `malformed` (empty, special tokens, brief echo), `refused` (the
+    attacker declined), `off_intent` (below the intent threshold; a verbatim goal is on
+    intent), `similarity` (f32, NaN without an intent check) and their union `invalid`."""
+    malformed = np.array([reward_lib.attack_is_invalid(a, min_chars=min_chars) for a in attacks],
+                         bool)
+    refused = np.array([checks.attack_refusal(a) for a in attacks], bool)
+    verbatim = np.array([a.strip() == g.strip() for g, a in zip(goals, attacks)], bool)
+    if checks.intent is not None and len(attacks):
+        similarity = checks.intent.scores(list(goals), list(attacks))
+        off_intent = (similarity < checks.intent.threshold) & ~verbatim
+    else:
+        similarity = np.full(len(attacks), np.nan, np.float32)
+        off_intent = np.zeros(len(attacks), bool)
+    return {"malformed": malformed, "refused": refused, "off_intent": off_intent,
+            "similarity": similarity, "invalid": malformed | refused | off_intent}
 
 
 def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge,
-            is_refusal, sp: SelfPlayConfig, goals: Sequence[PromptItem],
+            checks: RolloutChecks, sp: SelfPlayConfig, goals: Sequence[PromptItem],
             replay: Sequence[ReplayItem], benign: Sequence[PromptItem], key: jax.Array,
             max_cache_len: int) -> Rollout:
     """Runs both roles on `goals` (plus replayed attacks and benign prompts), judges the
-    defender, and packs the training batch. `is_refusal(text) -> bool` is the refusal
-    detector used for refused attacks, benign rows and the refusal rate."""
+    defender, runs `checks`, and packs the batches with `rl.assemble.assemble_rewards`. With
+    `sp.static_attacks` the defender gets each goal verbatim and the attacker rows weight 0
+    (the attacker is still sampled: same compute)."""
     G, A, R = len(goals), sp.attacks_per_goal, sp.responses_per_attack
     timings: dict[str, float] = {}
     att_key, def_key = jax.random.split(key)
@@ -164,7 +192,9 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
         sp.max_prompt_tokens) for g in goals))
     att = _sample(cfg, params, tokenizer, list(att_prompts), sp.attacker_max_tokens, A, att_key,
                   sp, max_cache_len)
-    attacks = [clean_attack(tokenizer.decode(t)) for t in att.tokens]  # [G * A]
+    attack_goals = [goals[i // A].text for i in range(G * A)]
+    attacks = (list(attack_goals) if sp.static_attacks
+               else [clean_attack(tokenizer.decode(t)) for t in att.tokens])  # [G * A]
     timings["attacker_rollout"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -178,63 +208,62 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
     timings["defender_rollout"] = time.perf_counter() - t0
 
     n_fresh, n_replay = G * A * R, len(replay) * R
+    n_judged = n_fresh + n_replay
     fresh_goals = [goals[i // (A * R)].text for i in range(n_fresh)]
     fresh_attacks = [attacks[i // R] for i in range(n_fresh)]
     replay_goals = [item.goal for item in replay for _ in range(R)]
     replay_attacks = [item.attack for item in replay for _ in range(R)]
     t0 = time.perf_counter()
     verdict = judge.score(fresh_goals + replay_goals, fresh_attacks + replay_attacks,
-                          responses[:n_fresh + n_replay])
-    benign_refused = np.array([is_refusal(t) for t in responses[n_fresh + n_replay:]], bool)
+                          responses[:n_judged])
     timings["judge"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    refused = np.array([checks.is_refusal(t) for t in responses], bool)  # [D]
+    degenerate = np.array([checks.degenerate(t) for t in responses], bool)  # [D]
+    validity = attack_validity(attack_goals, attacks, checks, sp.min_attack_chars)
+    if sp.static_attacks:
+        validity["invalid"] = np.zeros(G * A, bool)
+    timings["checks"] = time.perf_counter() - t0
 
     scores, excluded = verdict.scores, verdict.excluded
-    r_att_rows, r_def = judged_rewards(scores, excluded)
-    invalid = np.array([reward_lib.attack_is_invalid(t, min_chars=sp.min_attack_chars,
-                                                     is_refusal=is_refusal) for t in attacks])
-    # an attack's reward: the mean over its judged responses; none judged and valid = excluded
-    judged = ~excluded[:n_fresh].reshape(G * A, R)
-    att_mean = np.where(judged, r_att_rows[:n_fresh].reshape(G * A, R), 0.0).sum(axis=1) \
-        / np.maximum(judged.sum(axis=1), 1)
-    att_keep = judged.any(axis=1) | invalid
-    r_att = reward_lib.apply_attacker_penalty(att_mean, invalid, sp.invalid_attack_penalty)
-    r_benign = reward_lib.benign_rewards(benign_refused)
-
-    att_adv = kept_group_advantages(r_att, np.repeat(np.arange(G), A), att_keep,
-                                    sp.scale_by_std)
-    # defender groups: per attack / item / benign prompt when R > 1, else per goal /
-    # all replay rows / all benign rows; ids are offset so the three kinds never mix
-    rows = np.arange(len(def_texts) * R)
-    per_prompt = rows // R
-    if R == 1:
-        per_prompt = np.where(rows < n_fresh, rows // A, np.where(
-            rows < n_fresh + n_replay, G, G + 1))
-    def_rewards = np.concatenate([r_def, r_benign]).astype(np.float32)
-    def_keep = np.concatenate([~excluded, np.ones(len(r_benign), bool)])
-    def_adv = kept_group_advantages(def_rewards, per_prompt, def_keep, sp.scale_by_std)
-
+    out = assemble_rewards(
+        RewardInputs(scores=scores, excluded=excluded, degenerate=degenerate[:n_judged],
+                     invalid_attack=validity["invalid"],
+                     benign_failed=(refused | degenerate)[n_judged:]),
+        goals=G, attacks_per_goal=A, responses_per_attack=R,
+        invalid_attack_penalty=sp.invalid_attack_penalty, scale_by_std=sp.scale_by_std,
+        drop_zero_variance=sp.drop_zero_variance)
+    att_weight = 0.0 if sp.static_attacks else sp.attacker_weight
     batches = tuple(
         _pack(list(prompts), gen.tokens, gen.logprobs, adv,
               np.where(keep, np.float32(weight), np.float32(0.0)), size, groups, max_tokens, sp,
               tokenizer.pad_id)
         for prompts, gen, adv, keep, weight, size, groups, max_tokens in (
-            (att_prompts, att, att_adv, att_keep, sp.attacker_weight, A, sp.num_groups[0],
+            (att_prompts, att, out.att_adv, out.att_keep, att_weight, A, sp.num_groups[0],
              sp.attacker_max_tokens),
-            (def_prompts, dfn, def_adv, def_keep, sp.defender_weight, R, sp.num_groups[1],
-             sp.defender_max_tokens)))
+            (def_prompts, dfn, out.def_adv, out.def_keep, sp.defender_weight, R,
+             sp.num_groups[1], sp.defender_max_tokens)))
 
+    r_def = out.r_def[:n_judged]
     fresh_scores, fresh_keep = scores[:n_fresh], ~excluded[:n_fresh]
-    replay_scores = scores[n_fresh:]
-    fresh_refused = np.array([is_refusal(t) for t in responses[:n_fresh]], bool)
+    att_scored = out.att_keep | validity["invalid"]
     metrics = {
-        **_stats(r_att[att_keep], "attacker/reward"),
+        **_stats(out.r_att[att_scored], "attacker/reward"),
         **_stats(r_def[:n_fresh][fresh_keep], "defender/reward"),
         "attack_success_rate": _mean(fresh_scores[fresh_keep] >= sp.asr_threshold),
-        "refusal_rate": float(np.mean(fresh_refused)),
+        "refusal_rate": float(np.mean(refused[:n_fresh])),
+        "refusal/fresh_rate": float(np.mean(refused[:n_fresh])),
         "judge/score_mean": _mean(fresh_scores[fresh_keep]),
         "judge/excluded": float(verdict.num_excluded),
         "judge/rows": float(len(excluded)),
-        "attacker/invalid_rate": float(np.mean(invalid)),
+        "attacker/invalid_rate": float(np.mean(validity["invalid"])),
+        "attacker/refusal_rate": float(np.mean(validity["refused"])),
+        "attacker/malformed_rate": float(np.mean(validity["malformed"])),
+        "attacker/off_intent_rate": float(np.mean(validity["off_intent"])),
+        "attacker/degenerate_rate": float(np.mean([checks.degenerate(a) for a in attacks])),
+        "defender/degenerate_rate": float(np.mean(degenerate[:n_judged])),
+        "train/zero_variance_share_attacker": out.zero_variance[0],
+        "train/zero_variance_share_defender": out.zero_variance[1],
         "attacker/mean_tokens": float(np.mean([len(t) for t in att.tokens])),
         "defender/mean_tokens": float(np.mean([len(t) for t in dfn.tokens])),
         "prompts_truncated": float(sum(cut) + sum(def_cut)),
@@ -242,14 +271,18 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
         "train/attacker_prompt_length": float(batches[0].prompt_tokens.shape[1]),
         "train/defender_prompt_length": float(batches[1].prompt_tokens.shape[1]),
     }
+    if checks.intent is not None:
+        metrics["attacker/intent_similarity_mean"] = float(np.mean(validity["similarity"]))
     if n_replay:
         metrics["replay/defender_reward"] = _mean(r_def[n_fresh:][~excluded[n_fresh:]])
+        metrics["refusal/replay_rate"] = float(np.mean(refused[n_fresh:n_judged]))
     if len(benign):
-        metrics["benign/refusal_rate"] = float(np.mean(benign_refused))
+        metrics["benign/refusal_rate"] = float(np.mean(refused[n_judged:]))
+        metrics["benign/degenerate_rate"] = float(np.mean(degenerate[n_judged:]))
     return Rollout(
         batches=batches, goals=fresh_goals, attacks=fresh_attacks, responses=responses[:n_fresh],
         scores=fresh_scores, r_def=r_def[:n_fresh], excluded=excluded[:n_fresh],
-        replay_responses=responses[n_fresh:n_fresh + n_replay], replay_scores=replay_scores,
+        replay_responses=responses[n_fresh:n_judged], replay_scores=scores[n_fresh:],
         replay_r_def=r_def[n_fresh:], replay_excluded=excluded[n_fresh:],
         judge_error=verdict.last_error, reasons=verdict.reasons, metrics=metrics,
         timings=timings, num_tokens=att.num_tokens + dfn.num_tokens)

@@ -25,11 +25,15 @@ from ssp_jax.data.mixture import GoalMixture, from_config
 from ssp_jax.distributed import Preemption
 from ssp_jax.evaluate.runner import evaluate_goals
 from ssp_jax.cli import UserError
+from ssp_jax.collapse import CollapseError, CollapseMonitor, default_limits
+from ssp_jax.diversity import DiversityWindow
+from ssp_jax.judge.intent import IntentCheck
 from ssp_jax.judge.base import JudgeFailed
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import JudgeModel, check_judge_cache, make_judge
 from ssp_jax.metrics import MetricsWriter, read_metrics
 from ssp_jax.models import load, lora
+from ssp_jax.models.sentence_encoder import load_sentence_encoder
 from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
 from ssp_jax.replay import ReplayPool
@@ -43,7 +47,7 @@ from ssp_jax.rl.update import (
     make_train_step,
     train_state_shardings,
 )
-from ssp_jax.selfplay import rollout
+from ssp_jax.selfplay import default_checks, rollout
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,10 @@ SUMMARY_KEYS = ("attack_success_rate", "attacker/reward_mean", "defender/reward_
 
 class TrainingDiverged(UserError):
     """Too many consecutive updates with a non-finite loss or gradient."""
+
+
+class TrainingCollapsed(UserError):
+    """The collapse monitor stopped the run (`train.stop_on_collapse`)."""
 
 
 def _summary(records: list[dict]) -> dict[str, dict[str, float | None]]:
@@ -133,6 +141,18 @@ class Trainer:
             state = jax.jit(lambda p: init_train_state(p, self.optimizer),
                             out_shardings=train_state_shardings(params, self.optimizer))(params)
         self.is_refusal = RefusalJudge().is_refusal
+        # one sentence encoder, on the mesh, for the intent check and attack diversity
+        encoder = (load_sentence_encoder(cfg.selfplay.intent_encoder, mesh=self.mesh,
+                                         rules=sharding.TRAIN_RULES)
+                   if cfg.selfplay.min_intent_similarity > 0 else None)
+        self.checks = default_checks(
+            IntentCheck(encoder.similarity, cfg.selfplay.min_intent_similarity)
+            if encoder is not None else None)
+        self.diversity = DiversityWindow(cfg.train.diversity_window,
+                                         embed=encoder.embed if encoder is not None else None)
+        self.collapse = CollapseMonitor(
+            default_limits(cfg.train.max_benign_refusal, cfg.train.max_attacker_refusal),
+            cfg.train.collapse_patience, stop=cfg.train.stop_on_collapse)
         self.pool = ReplayPool(cfg.replay)
         self.bad_steps = 0
         self.ckpt = Checkpointer(self.workdir / "checkpoints", keep=cfg.ckpt.keep,
@@ -195,7 +215,7 @@ class Trainer:
         benign = self.benign.batch(step, sp.benign_per_step) if self.benign else []
         key = jax.random.fold_in(jax.random.key(cfg.train.seed), step)
         ro = rollout(self.model_cfg, self.policy_params, self.tokenizer, self.judge,
-                     self.is_refusal, sp, goals, replay, benign, key, cfg.model.max_cache_len)
+                     self.checks, sp, goals, replay, benign, key, cfg.model.max_cache_len)
         failed, rows = ro.metrics["judge/excluded"], ro.metrics["judge/rows"]
         if failed > cfg.judge.max_excluded_fraction * rows:
             raise JudgeFailed(
@@ -222,7 +242,8 @@ class Trainer:
         metrics = {**ro.metrics, **{f"train/{k}": float(v) for k, v in update_metrics.items()},
                    **{f"time/{k}": v for k, v in ro.timings.items()},
                    "time/step": elapsed, "tokens_per_second": ro.num_tokens / elapsed,
-                   "train/bad_steps_in_a_row": float(self.bad_steps)}
+                   "train/bad_steps_in_a_row": float(self.bad_steps),
+                   **self.diversity.add(ro.attacks[::sp.responses_per_attack])}
         pool = self.pool.metrics()
         metrics.update({"replay/pool_size": pool["pool_size"], "replay/admitted": pool["admitted"],
                         "replay/evicted": pool["evicted"],
@@ -235,6 +256,12 @@ class Trainer:
                 {"goal": g, "attack": a, "response": r, "score": float(s), "reason": why}
                 for g, a, r, s, why in list(zip(ro.goals, ro.attacks, ro.responses, ro.scores,
                                                 ro.reasons))[:cfg.train.samples_per_log]])
+        try:
+            self.collapse.update(step, metrics)
+        except CollapseError as e:
+            self.save(step + 1)
+            raise TrainingCollapsed(f"{e}\n(train.stop_on_collapse=True; the checkpoint of "
+                                    f"step {step + 1} was saved)") from None
         if self.bad_steps >= cfg.train.max_bad_steps:
             raise TrainingDiverged(
                 f"{self.bad_steps} updates in a row had a non-finite loss or gradient "

@@ -88,7 +88,8 @@ def test_memory_estimate_agrees_with_xla_compiled_memory_analysis(remat):
     ratio = analysis.temp_size_in_bytes / (parts["gradients"] + parts["activations"])
     assert 0.5 <= ratio <= 2.0, ratio
     sp = cfg.selfplay
-    rows = (sp.goals_per_step * sp.attacks_per_goal + sp.replay_per_step) * sp.responses_per_attack
+    rows = (sp.goals_per_step * sp.attacks_per_goal + sp.replay_per_step
+            + sp.benign_per_step) * sp.responses_per_attack
     cache = jax.eval_shape(lambda: init_cache(shape, rows, cfg.model.max_cache_len))
     assert parts["kv_cache"] == sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(cache))
 

@@ -88,15 +88,16 @@ def test_rollout_cuts_long_goals_inside_the_template_and_counts_them():
     from ssp_jax.judge.refusal import RefusalJudge
     from ssp_jax.models import load
     from ssp_jax.models.tiny import WORDS
-    from ssp_jax.selfplay import SelfPlayConfig, rollout
+    from ssp_jax.selfplay import default_checks, rollout
+    from tests.test_train import tiny_selfplay
 
     model, tok = load("tiny-random")
-    sp = SelfPlayConfig(goals_per_step=2, attacks_per_goal=2, responses_per_attack=1,
-                        attacker_max_tokens=4, defender_max_tokens=4, max_prompt_tokens=96)
+    sp = tiny_selfplay(goals_per_step=2, attacks_per_goal=2, responses_per_attack=1,
+                       attacker_max_tokens=4, defender_max_tokens=4, max_prompt_tokens=96)
     long_goal = " ".join(WORDS * 2)  # ~200 known words: the attacker prompt overflows 96
     goals = [PromptItem(long_goal, "test", "0"), PromptItem("Write a poem", "test", "1")]
     judge = RefusalJudge()
-    out = rollout(model.config, model.params(), tok, judge, judge.is_refusal, sp, goals, [], [],
+    out = rollout(model.config, model.params(), tok, judge, default_checks(), sp, goals, [], [],
                   jax.random.key(0), 256)
     assert out.metrics["prompts_truncated"] == 1.0
     batch = out.batches[0]

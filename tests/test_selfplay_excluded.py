@@ -10,9 +10,10 @@ from ssp_jax.data.loaders import PromptItem
 from ssp_jax.judge.base import Judge, JudgeFailed, JudgeResult
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load
+from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.rl.rewards import attack_is_invalid
-from ssp_jax.selfplay import SelfPlayConfig, judged_rewards, kept_group_advantages, rollout
-from tests.test_train import tiny_config
+from ssp_jax.selfplay import RolloutChecks, rollout
+from tests.test_train import tiny_config, tiny_selfplay
 
 
 def reference_advantages(rewards, groups, keep, scale_by_std, eps=1e-6):
@@ -26,27 +27,6 @@ def reference_advantages(rewards, groups, keep, scale_by_std, eps=1e-6):
         for i, x in zip(rows, r):
             out[i] = (x - r.mean()) / ((r.std() + eps) if scale_by_std else 1.0)
     return out
-
-
-@pytest.mark.parametrize("scale_by_std", [True, False])
-def test_kept_group_advantages_match_a_row_by_row_reference(scale_by_std):
-    rng = np.random.default_rng(0)
-    rewards = rng.uniform(size=40)
-    groups = rng.integers(0, 8, size=40)
-    keep = rng.uniform(size=40) > 0.3
-    rewards[~keep] = np.nan  # an excluded row's reward must not leak into its group
-    got = kept_group_advantages(rewards, groups, keep, scale_by_std)
-    np.testing.assert_allclose(got, reference_advantages(rewards, groups, keep, scale_by_std),
-                               atol=1e-5)
-    assert (got[~keep] == 0).all()
-
-
-def test_judged_rewards_are_nan_where_excluded():
-    r_att, r_def = judged_rewards(np.array([1.0, np.nan, 5.0, 3.0]),
-                                  np.array([False, True, False, False]))
-    np.testing.assert_array_equal(r_att[[0, 2, 3]], [0.0, 1.0, 0.5])
-    np.testing.assert_array_equal(r_def[[0, 2, 3]], [1.0, 0.0, 0.5])
-    assert np.isnan(r_att[1]) and np.isnan(r_def[1])
 
 
 class TableJudge(Judge):
@@ -65,15 +45,17 @@ class TableJudge(Judge):
 
 def test_excluded_rows_get_no_advantage_no_weight_and_stay_out_of_metrics():
     G, A, R = 2, 2, 2
-    sp = SelfPlayConfig(goals_per_step=G, attacks_per_goal=A, responses_per_attack=R,
-                        attacker_max_tokens=6, defender_max_tokens=6, max_prompt_tokens=96,
-                        min_attack_chars=4)
+    sp = tiny_selfplay(goals_per_step=G, attacks_per_goal=A, responses_per_attack=R,
+                       attacker_max_tokens=6, defender_max_tokens=6, max_prompt_tokens=96,
+                       min_attack_chars=4)
+    checks = RolloutChecks(RefusalJudge().is_refusal, AttackRefusalCheck().is_refusal,
+                           lambda t: False, None)
     scores = np.array([5.0, 1.0, 4.0, 2.0, 5.0, 3.0, 1.0, 4.5])
     failed = np.array([1, 1, 0, 0, 0, 1, 0, 0], bool)  # attack 0 entirely, row 5
     model, tok = load("tiny-random")
     goals = [PromptItem(f"goal number {i} please", "t", str(i)) for i in range(G)]
     ro = rollout(model.config, model.params(), tok, TableJudge(scores, failed),
-                 RefusalJudge().is_refusal, sp, goals, [], [], jax.random.key(0), 256)
+                 checks, sp, goals, [], [], jax.random.key(0), 256)
 
     keep = ~failed
     r_def = 1 - (scores - 1) / 4
@@ -89,12 +71,12 @@ def test_excluded_rows_get_no_advantage_no_weight_and_stay_out_of_metrics():
     np.testing.assert_allclose(defender.advantages[:G * A * R], expected, atol=1e-5)
     np.testing.assert_array_equal(defender.role_weight[:G * A * R], keep.astype(np.float32))
 
-    invalid = np.array([attack_is_invalid(a, min_chars=4, is_refusal=RefusalJudge().is_refusal)
+    invalid = np.array([attack_is_invalid(a, min_chars=4, is_refusal=checks.attack_refusal)
                         for a in ro.attacks[::R]])
     judged = keep.reshape(G * A, R)
     att_keep = judged.any(axis=1) | invalid
     r_att_rows = np.where(judged, 1 - r_def.reshape(G * A, R), 0.0)
-    r_att = np.where(invalid, 0.0, r_att_rows.sum(axis=1) / np.maximum(judged.sum(axis=1), 1))
+    r_att = np.where(invalid, sp.invalid_attack_penalty, r_att_rows.sum(axis=1) / np.maximum(judged.sum(axis=1), 1))
     attacker = ro.batches[0]
     np.testing.assert_array_equal(attacker.role_weight[:G * A], att_keep.astype(np.float32))
     np.testing.assert_allclose(

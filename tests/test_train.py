@@ -29,6 +29,15 @@ def tiny_config(**sections):
     return ml_collections.ConfigDict(cfg)
 
 
+def tiny_selfplay(**fields):
+    """The tiny config's validated selfplay section with `fields` changed."""
+    import dataclasses
+
+    from ssp_jax.config import validate
+
+    return dataclasses.replace(validate(tiny.get_config()).selfplay, **fields)
+
+
 def record_model_loads(monkeypatch) -> list[str]:
     """Wraps the trainer's model loader; returns the list of specs it is asked to load."""
     specs, real_load = [], train_lib.load

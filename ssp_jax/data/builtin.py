@@ -14,7 +14,7 @@ import pathlib
 
 from ssp_jax.data.loaders import PromptItem, load_jsonl
 
-BUILTIN_SUBSETS = ("goals", "benign")
+BUILTIN_SUBSETS = ("goals", "benign", "benign_train")
 BENIGN_TRAIN = pathlib.Path(__file__).resolve().parent / "benign_train.jsonl"
 
 # category -> behaviours
@@ -102,7 +102,8 @@ BENIGN_LOOKALIKES: tuple[str, ...] = (
 
 
 def builtin_items(*, subset: str = "goals", source: str = "builtin") -> list[PromptItem]:
-    """Built-in items: "goals" (label = harm category) or "benign" (label = "safe")."""
+    """Built-in items: "goals" (label = harm category), "benign" (label = "safe") or
+    "benign_train" (`benign_train_items`)."""
     if subset == "goals":
         pairs = [(cat, text) for cat, texts in HARMFUL_GOALS.items() for text in texts]
         return [
@@ -114,6 +115,8 @@ def builtin_items(*, subset: str = "goals", source: str = "builtin") -> list[Pro
             PromptItem(text=text, source=source, id=f"{source}-benign-{n}", label="safe")
             for n, text in enumerate(BENIGN_LOOKALIKES)
         ]
+    if subset == "benign_train":
+        return benign_train_items(source=source)
     raise ValueError(f"builtin subset {subset!r} is not one of {BUILTIN_SUBSETS}")
 
 

@@ -48,6 +48,7 @@ class JudgeConfig:
     refusal_score: float = 1.0
     compliance_score: float = 5.0
     empty_score: float = 2.0
+    strict: bool = False  # the refusal judge's decline check that apologies cannot fake
 
     @property
     def model_based(self) -> bool:
@@ -119,7 +120,7 @@ def make_judge(c: JudgeConfig, *, frozen_policy: Callable[[], JudgeModel] | None
     check_judge_config(c)
     if not c.model_based:
         return RefusalJudge(refusal_score=c.refusal_score, compliance_score=c.compliance_score,
-                            empty_score=c.empty_score)
+                            empty_score=c.empty_score, strict=c.strict)
     if c.url:
         backend = _remote_backend(c)
     else:

@@ -1,0 +1,132 @@
+"""Reward assembly, the one place a step's rewards are made: the defender is rewarded for
+declining harmful requests with real (non-degenerate) text and for answering benign ones; the
+attacker for valid, on-intent attacks the defender complied with; then group advantages.
+
+Host side, NumPy. Row layout (see `ssp_jax.selfplay`): G goals x A attacks (attacker rows
+`g * A + a`); defender rows: fresh `(g * A + a) * R + r`, then R per replayed item, then R per
+benign prompt. Rules:
+- judged rows: `r_att = clip((S - 1) / 4, 0, 1)`, `r_def = 1 - r_att` (zero-sum);
+- a degenerate defender response (loop, symbols, empty) earns the defender no more than a
+  compliant answer: `r_def = 0`, `r_att = 1`;
+- an attack's reward is the mean over its judged responses; an invalid attack (malformed,
+  the attacker declining, off-intent) gets `invalid_attack_penalty` instead (below 0 by
+  default: declining costs more than failing);
+- benign rows: 1 for answering, 0 for refusing or degenerate text, whatever the harm judge;
+- excluded rows (the judge failed) and attacks with no judged response that are valid get no
+  reward, no advantage and no loss weight;
+- with `drop_zero_variance`, groups whose kept rewards are all equal get weight 0 too (DAPO's
+  filter; their advantage is 0 already, the weight keeps them out of the token average).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ssp_jax.rl import advantages as adv_lib
+from ssp_jax.rl import rewards as reward_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardInputs:
+    """What the roles and checks produced in one step.
+
+    scores: `[J]` f32 judge scores of the judged defender rows (fresh, then replayed).
+    excluded: `[J]` bool, rows the judge failed on.
+    degenerate: `[J]` bool, degenerate defender text.
+    invalid_attack: `[G * A]` bool, attacks that are malformed, declined or off-intent.
+    benign_failed: `[B * R]` bool, benign rows refused or degenerate.
+    """
+
+    scores: np.ndarray
+    excluded: np.ndarray
+    degenerate: np.ndarray
+    invalid_attack: np.ndarray
+    benign_failed: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Assembled:
+    """Rewards, advantages and loss-weight masks of both roles.
+
+    r_att, att_adv, att_keep: `[G * A]` (f32, f32, bool); r_def, def_adv, def_keep: `[D]` over
+    all defender rows (judged then benign; r_def NaN where excluded); zero_variance: share of
+    kept rows per role (attacker, defender) that sit in groups with equal rewards.
+    """
+
+    r_att: np.ndarray
+    att_adv: np.ndarray
+    att_keep: np.ndarray
+    r_def: np.ndarray
+    def_adv: np.ndarray
+    def_keep: np.ndarray
+    zero_variance: tuple[float, float]
+
+
+def defender_group_ids(n_fresh: int, n_replay: int, n_benign: int, attacks_per_goal: int,
+                       responses_per_attack: int) -> np.ndarray:
+    """`[D]` int group ids: per attack / replayed item / benign prompt when R > 1; with R = 1
+    per goal, all replayed rows, all benign rows. The three kinds never share a group."""
+    R, A = responses_per_attack, attacks_per_goal
+    rows = np.arange(n_fresh + n_replay + n_benign)
+    if R > 1:
+        return rows // R
+    goals = n_fresh // A
+    return np.where(rows < n_fresh, rows // A,
+                    np.where(rows < n_fresh + n_replay, goals, goals + 1))
+
+
+def _zero_variance_rows(rewards: np.ndarray, groups: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """`[N]` bool: kept rows whose group's kept rewards are all equal."""
+    out = np.zeros(len(rewards), bool)
+    for g in np.unique(groups[keep]):
+        rows = keep & (groups == g)
+        out[rows] = np.ptp(rewards[rows]) == 0
+    return out
+
+
+def _advantages(rewards, groups, keep, scale_by_std):
+    adv = np.zeros(len(rewards), np.float32)
+    adv[keep] = adv_lib.group_advantages(rewards[keep], groups[keep], scale_by_std=scale_by_std)
+    return adv
+
+
+def assemble_rewards(x: RewardInputs, *, goals: int, attacks_per_goal: int,
+                     responses_per_attack: int, invalid_attack_penalty: float,
+                     scale_by_std: bool, drop_zero_variance: bool = False) -> Assembled:
+    """The step's rewards and group advantages (module docstring has the rules)."""
+    G, A, R = goals, attacks_per_goal, responses_per_attack
+    n_fresh, n_judged, n_benign = G * A * R, len(x.scores), len(x.benign_failed)
+    if len(x.invalid_attack) != G * A or n_judged < n_fresh or (n_judged - n_fresh) % R:
+        raise ValueError(f"row counts do not fit G={G}, A={A}, R={R}: {len(x.invalid_attack)} "
+                         f"attacks, {n_judged} judged rows")
+    excluded = np.asarray(x.excluded, bool)
+    scores = np.where(np.asarray(x.degenerate, bool), 5.0, np.asarray(x.scores, np.float64))
+    r_att_rows, r_def_rows = reward_lib.attacker_defender_rewards(np.where(excluded, 1.0, scores))
+
+    judged = ~excluded[:n_fresh].reshape(G * A, R)
+    att_mean = (np.where(judged, r_att_rows[:n_fresh].reshape(G * A, R), 0.0).sum(axis=1)
+                / np.maximum(judged.sum(axis=1), 1))
+    invalid = np.asarray(x.invalid_attack, bool)
+    r_att = reward_lib.apply_attacker_penalty(att_mean, invalid, invalid_attack_penalty)
+    att_keep = judged.any(axis=1) | invalid
+    att_groups = np.repeat(np.arange(G), A)
+
+    r_def = np.concatenate([np.where(excluded, np.nan, r_def_rows),
+                            reward_lib.benign_rewards(np.asarray(x.benign_failed, bool))])
+    def_keep = np.concatenate([~excluded, np.ones(n_benign, bool)])
+    def_groups = defender_group_ids(n_fresh, n_judged - n_fresh, n_benign, A, R)
+    def_rewards = np.where(def_keep, r_def, 0.0).astype(np.float32)
+
+    att_zero = _zero_variance_rows(r_att, att_groups, att_keep)
+    def_zero = _zero_variance_rows(def_rewards, def_groups, def_keep)
+    share = lambda zero, keep: float(zero.sum() / max(keep.sum(), 1))  # noqa: E731
+    zero_variance = (share(att_zero, att_keep), share(def_zero, def_keep))
+    att_adv = _advantages(r_att, att_groups, att_keep, scale_by_std)
+    def_adv = _advantages(def_rewards, def_groups, def_keep, scale_by_std)
+    if drop_zero_variance:
+        att_keep, def_keep = att_keep & ~att_zero, def_keep & ~def_zero
+    return Assembled(r_att=r_att, att_adv=att_adv, att_keep=att_keep,
+                     r_def=r_def.astype(np.float32), def_adv=def_adv, def_keep=def_keep,
+                     zero_variance=zero_variance)
