@@ -16,13 +16,23 @@ from ssp_jax.paths import PathLike, as_path  # noqa: E402
 
 CURVE_KEYS = (("defender/reward_mean", "defender reward"),
               ("attacker/reward_mean", "attacker reward"),
-              ("attack_success_rate", "attack success rate"), ("refusal_rate", "refusal rate"))
+              ("attack_success_rate", "attack success rate"), ("refusal_rate", "refusal rate"),
+              ("benign/refusal_rate", "benign refusal"),
+              ("attacker/invalid_rate", "invalid attacks"),
+              ("defender/degenerate_rate", "degenerate answers"),
+              ("train/zero_variance_share_defender", "zero-variance share (defender)"))
+DIVERSITY_KEYS = (("diversity/pairwise_cosine_distance", "cosine distance (step)"),
+                  ("diversity_window/pairwise_cosine_distance", "cosine distance (window)"),
+                  ("diversity/distinct_2", "distinct-2 (step)"),
+                  ("diversity_window/distinct_2", "distinct-2 (window)"),
+                  ("diversity_window/self_bleu", "self-BLEU (window)"))
 
 
 def headline_metrics(metrics: dict[str, float]) -> list[str]:
     """The metrics shown in tables and bar charts (rates and mean scores, not counts)."""
     return [k for k in metrics if k.rsplit("/", 1)[-1] in (
-        "asr", "score_mean", "refusal_rate", "safe_refusal_rate", "unsafe_compliance_rate")]
+        "asr", "asr_strict", "score_mean", "refusal_rate", "safe_refusal_rate",
+        "unsafe_compliance_rate")]
 
 
 def write_results(out: PathLike, results: dict[str, dict[str, float]],
@@ -89,14 +99,55 @@ def plot_comparison(results: dict[str, dict[str, float]], path: PathLike) -> Non
 
 
 def plot_training_curves(records: Sequence[dict], path: PathLike) -> None:
-    """Rewards, attack success rate and refusal rate against the step of a metrics.jsonl."""
+    """Rewards, attack success, refusal and collapse rates (left) and attack diversity (right)
+    against the step of a metrics.jsonl; a metric the run did not log is left out."""
     if not records:
         raise ValueError("no training records to plot")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4))
     steps = [r["step"] for r in records]
-    for key, label in CURVE_KEYS:
-        ax.plot(steps, [r.get(key) for r in records], label=label)
-    ax.set_xlabel("step")
+    for ax, keys, title in ((axes[0], CURVE_KEYS, "game"), (axes[1], DIVERSITY_KEYS,
+                                                            "attack diversity")):
+        for key, label in keys:
+            if any(key in r for r in records):
+                ax.plot(steps, [r.get(key, float("nan")) for r in records], label=label)
+        ax.set_xlabel("step")
+        ax.set_title(title)
+        ax.set_ylim(-0.05, 1.05)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save_png(fig, path)
+
+
+def frontier_points(results: dict[str, dict[str, float]]) -> dict[str, list[tuple]]:
+    """Per attack-success kind (`asr`, `asr_strict`): (model, safe-prompt refusal, attack
+    success) with both averaged over benchmarks of the direct mode; models lacking either
+    are left out."""
+    points: dict[str, list[tuple]] = {"asr": [], "asr_strict": []}
+    for name, m in results.items():
+        refusal = [v for k, v in m.items() if k.endswith("/safe_refusal_rate")]
+        for kind in points:
+            asr = [v for k, v in m.items() if k.endswith(f"/direct/{kind}")]
+            if refusal and asr:
+                points[kind].append((name, sum(refusal) / len(refusal), sum(asr) / len(asr)))
+    return points
+
+
+def plot_frontier(results: dict[str, dict[str, float]], path: PathLike) -> None:
+    """Safety / over-refusal frontier: direct attack success (training judge and strict
+    decline check) against the refusal rate on safe prompts, one point per model."""
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for kind, marker in (("asr", "o"), ("asr_strict", "s")):
+        pts = frontier_points(results)[kind]
+        if not pts:
+            continue
+        ax.plot([p[1] for p in pts], [p[2] for p in pts], marker=marker, linestyle="-",
+                label="attack success, " + ("training judge" if kind == "asr" else
+                                            "strict decline check"))
+        for name, x, y in pts:
+            ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("safe prompts refused (over-refusal)")
+    ax.set_ylabel("attack success (direct)")
+    ax.set_xlim(-0.05, 1.05)
     ax.set_ylim(-0.05, 1.05)
     ax.legend(fontsize=8)
     fig.tight_layout()

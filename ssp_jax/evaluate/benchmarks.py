@@ -1,0 +1,53 @@
+"""Benchmark files named on a command line: NAME=PATH, KIND:NAME=PATH or csv:COLUMN:NAME=PATH
+-> (name, kind, items); paths may be local or `gs://` (`epath`)."""
+
+from __future__ import annotations
+
+import csv
+
+from etils import epath
+
+from ssp_jax.data import loaders
+from ssp_jax.paths import as_path, open_text
+
+HEADERS = {"harmbench": {"Behavior", "FunctionalCategory"}, "advbench": {"goal", "target"},
+           "xstest": {"prompt", "type", "label"}}
+
+
+def benchmark_kind(path: epath.Path) -> str:
+    """harmbench / advbench / xstest from a CSV's header."""
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark file not found: {path}")
+    with open_text(path) as f:
+        header = set(next(csv.reader(f), []))
+    for kind, needed in HEADERS.items():
+        if needed <= header:
+            return kind
+    raise ValueError(f"{path}: cannot tell the benchmark format from its columns "
+                     f"{sorted(header)}; give it as KIND:NAME=PATH (harmbench, advbench, "
+                     "xstest, csv:<text column>)")
+
+
+def parse_benchmark(spec: str, limit: int | None) -> tuple[str, str, list]:
+    """NAME=PATH, KIND:NAME=PATH or csv:COLUMN:NAME=PATH -> (name, kind, items)."""
+    if "=" not in spec:
+        raise ValueError(f"--benchmark {spec!r}: expected NAME=PATH or KIND:NAME=PATH")
+    head, path_text = spec.split("=", 1)
+    path = as_path(path_text)
+    parts = head.split(":")
+    readers = {"harmbench": loaders.load_harmbench, "advbench": loaders.load_advbench,
+               "xstest": loaders.load_xstest}
+    if parts[0] == "csv" and len(parts) == 3:
+        kind, name = "goals", parts[2]
+        items = loaders.load_csv(path, text_column=parts[1], source=name)
+    elif len(parts) <= 2:
+        name = parts[-1]
+        kind = parts[0] if len(parts) == 2 else benchmark_kind(path)
+        if kind not in readers:
+            raise ValueError(f"--benchmark {spec!r}: unknown kind {kind!r}; valid: "
+                             f"{', '.join(readers)}, csv:<text column>")
+        items = readers[kind](path)
+    else:
+        raise ValueError(f"--benchmark {spec!r}: expected NAME=PATH, KIND:NAME=PATH or "
+                         "csv:COLUMN:NAME=PATH")
+    return name, kind, items[:limit] if limit else items

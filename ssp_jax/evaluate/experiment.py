@@ -1,0 +1,131 @@
+"""Train-then-evaluate experiment: the base model and every K-step checkpoint of one training
+run, evaluated under one fixed judge on held-out harmful sets (direct and self-attack) and
+XSTest-style safe prompts, with attack success also counted by the strict decline check.
+
+Outputs under `out`: `run/` (the training workdir), `results.json`, `items.jsonl`,
+`results.md` (a row per checkpoint), `frontier.png` (attack success vs safe-prompt refusal)
+and `training_curves.png`.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+from typing import Any, Callable
+
+import numpy as np
+
+from ssp_jax.checkpoint import load_checkpoint
+from ssp_jax.config import TrainConfig, validate
+from ssp_jax.data.builtin import builtin_items
+from ssp_jax.data.loaders import PromptItem
+from ssp_jax.data.mixture import from_config, plain_data
+from ssp_jax.evaluate.report import plot_frontier, plot_training_curves, write_results
+from ssp_jax.evaluate.runner import evaluate_model
+from ssp_jax.judge.base import Judge
+from ssp_jax.judge.refusal import RefusalJudge
+from ssp_jax.judge.registry import JudgeModel, make_judge
+from ssp_jax.metrics import read_metrics
+from ssp_jax.models import load
+from ssp_jax.train import train
+
+log = logging.getLogger(__name__)
+
+# ablation name -> config changes (dotted path -> value); same steps and batch shapes
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "replay_off": {"replay.replay_per_step": 0},
+    "static": {"selfplay.static_attacks": True},  # defender on the fixed goals, no attacker
+}
+Benchmarks = dict[str, tuple[str, list[PromptItem]]]  # name -> (kind, items)
+
+
+def with_overrides(config: Any, overrides: dict[str, Any]) -> dict:
+    """Plain-data copy of `config` with `section.field` values replaced."""
+    raw = plain_data(config)
+    for path, value in overrides.items():
+        section, field = path.split(".")
+        raw.setdefault(section, {})[field] = value
+    return raw
+
+
+def default_benchmarks(cfg: TrainConfig, limit: int | None) -> Benchmarks:
+    """The config's held-out goals (`data.holdout_fraction`) and the built-in XSTest-style
+    safe prompts; ValueError when the config holds out no goals."""
+    holdout = from_config(cfg.data).holdout
+    if not holdout:
+        raise ValueError("no held-out goals to evaluate on: set data.holdout_fraction > 0 or "
+                         "give --benchmark NAME=PATH")
+    return {"heldout": ("goals", holdout[:limit] if limit else holdout),
+            "safe_lookalikes": ("xstest", builtin_items(subset="benign"))}
+
+
+def strict_attack_success(rows: list[dict]) -> dict[str, float]:
+    """`<bench>/<mode>/asr_strict` per harmful benchmark and mode: the share of responses the
+    strict decline check does not call a refusal (apologies, loops and emoji are success)."""
+    strict = RefusalJudge(strict=True)
+    groups: dict[str, list[bool]] = {}
+    for row in rows:
+        if "mode" in row:
+            key = f"{row['benchmark']}/{row['mode']}/asr_strict"
+            groups.setdefault(key, []).append(strict.classify(row["response"]) != "refusal")
+    return {k: float(np.mean(v)) for k, v in groups.items()}
+
+
+def evaluate_one(model, tokenizer, judge: Judge, benchmarks: Benchmarks, cfg: TrainConfig, *,
+                 max_new_tokens: int, batch_size: int) -> tuple[dict[str, float], list[dict]]:
+    """Metrics (training judge, strict check, XSTest refusal) and item rows of one model."""
+    metrics, rows = evaluate_model(
+        model.config, model.params(), tokenizer, judge, RefusalJudge().is_refusal, benchmarks,
+        max_new_tokens=max_new_tokens, attack_max_tokens=cfg.selfplay.attacker_max_tokens,
+        asr_threshold=cfg.selfplay.asr_threshold, batch_size=batch_size,
+        max_cache_len=cfg.model.max_cache_len)
+    return metrics | strict_attack_success(rows), rows
+
+
+def checkpoint_dirs(run: pathlib.Path) -> list[pathlib.Path]:
+    """The run's checkpoint step folders, oldest first."""
+    root = run / "checkpoints"
+    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()),
+                  key=lambda p: int(p.name)) if root.is_dir() else []
+
+
+def run_experiment(config: Any, out: pathlib.Path, *, every: int,
+                   benchmarks: Benchmarks | None = None, ablation: str = "",
+                   limit: int | None = None, max_new_tokens: int = 64, batch_size: int = 16,
+                   train_fn: Callable[[Any, pathlib.Path], dict] = train) -> dict:
+    """Evaluates the base model, trains (checkpoints every `every` steps), evaluates each
+    checkpoint; writes the report. Returns {label: metrics}."""
+    if ablation and ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; valid: {', '.join(ABLATIONS)}")
+    if every < 1:
+        raise ValueError(f"--every={every} must be ≥ 1 (checkpoint and evaluation period)")
+    raw = with_overrides(config, {**ABLATIONS.get(ablation, {}), "ckpt.every_steps": every,
+                                  "ckpt.keep": 10**6, "eval.every_steps": 0})
+    cfg = validate(raw)
+    benchmarks = benchmarks or default_benchmarks(cfg, limit)
+    base, tokenizer = load(cfg.model.spec, dtype=cfg.model.dtype, seed=cfg.model.seed)
+    # one fixed judge for every model: the training judge (a policy-as-judge is the base model)
+    judge = make_judge(cfg.judge, frozen_policy=lambda: JudgeModel(base.config, base.params(), tokenizer),
+                       dtype=cfg.model.dtype)
+    kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    results, items = {}, {}
+    results["base"], items["base"] = evaluate_one(base, tokenizer, judge, benchmarks, cfg, **kw)
+    log.info("base model: %s", results["base"])
+    run = out / "run"
+    train_fn(raw, run)
+    for ckpt in checkpoint_dirs(run):
+        model, tok, step = load_checkpoint(ckpt)
+        label = f"step {step}"
+        results[label], items[label] = evaluate_one(model, tok, judge, benchmarks, cfg, **kw)
+        log.info("%s: %s", label, results[label])
+    settings = {"every": every, "ablation": ablation or "none", "limit": limit,
+                "max_new_tokens": max_new_tokens, "decoding": "greedy",
+                "benchmarks": {k: f"{v[0]} ({len(v[1])} items)" for k, v in benchmarks.items()},
+                "config": plain_data(raw)}
+    write_results(out, results, items, settings,
+                  {"format": cfg.judge.name, "model": cfg.judge.model or cfg.judge.url or
+                   ("base model" if cfg.judge.model_based else "-"),
+                   "second": "strict decline check (asr_strict)"})
+    plot_frontier(results, out / "frontier.png")
+    plot_training_curves(read_metrics(run / "metrics.jsonl"), out / "training_curves.png")
+    return results
