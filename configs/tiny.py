@@ -17,6 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.selfplay.max_prompt_tokens = 96
     c.selfplay.temperature = 1.0
     c.selfplay.min_attack_chars = 4  # words are tokens here: short texts are still attacks
+    c.selfplay.benign_per_step = 6  # a quarter of the defender rows (16 attacks + 2 replayed)
     c.selfplay.min_intent_similarity = 0.0  # no sentence encoder: a random model is off-topic
     c.rl.learning_rate = 3e-2  # a random 2-layer model learns fast
     c.judge.max_tokens = 64

@@ -141,6 +141,7 @@ def large_model_config(spec: str) -> ml_collections.ConfigDict:
     c.selfplay.defender_max_tokens = 512
     c.selfplay.max_prompt_tokens = 768
     c.selfplay.temperature = 1.0
+    c.selfplay.benign_per_step = 24  # a quarter of the defender rows (64 attacks + 8 replayed)
     c.rl.learning_rate = 1e-6
     c.rl.warmup_steps = 10
     c.rl.beta = 0.01
