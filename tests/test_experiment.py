@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from ssp_jax.evaluate.experiment import strict_attack_success, with_overrides
+from ssp_jax.evaluate.experiment import with_overrides
+from ssp_jax.evaluate.runner import strict_attack_success
 from ssp_jax.evaluate.report import frontier_points
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

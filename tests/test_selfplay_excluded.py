@@ -76,7 +76,8 @@ def test_excluded_rows_get_no_advantage_no_weight_and_stay_out_of_metrics():
     judged = keep.reshape(G * A, R)
     att_keep = judged.any(axis=1) | invalid
     r_att_rows = np.where(judged, 1 - r_def.reshape(G * A, R), 0.0)
-    r_att = np.where(invalid, sp.invalid_attack_penalty, r_att_rows.sum(axis=1) / np.maximum(judged.sum(axis=1), 1))
+    r_att = np.where(invalid, sp.invalid_attack_penalty,
+                     r_att_rows.sum(axis=1) / np.maximum(judged.sum(axis=1), 1))
     attacker = ro.batches[0]
     np.testing.assert_array_equal(attacker.role_weight[:G * A], att_keep.astype(np.float32))
     np.testing.assert_allclose(

@@ -28,7 +28,7 @@ from ssp_jax import cli
 from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.evaluate.benchmarks import benchmark_kind, parse_benchmark  # noqa: F401
 from ssp_jax.evaluate.report import plot_comparison, plot_training_curves, write_results
-from ssp_jax.evaluate.runner import MODES, evaluate_model
+from ssp_jax.evaluate.runner import MODES, evaluate_model, strict_attack_success
 from ssp_jax.judge.base import Judge
 from ssp_jax.judge.calibration import calibrate, format_report
 from ssp_jax.judge.refusal import RefusalJudge
@@ -139,7 +139,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
                 modes=modes, progress=bar.update, max_new_tokens=args.max_new_tokens,
                 asr_threshold=args.asr_threshold, batch_size=args.batch_size,
                 max_cache_len=args.max_cache_len)
-        results[label], items[label] = metrics, rows
+        results[label], items[label] = metrics | strict_attack_success(rows), rows
         run_metrics = as_path(label).parent.parent / "metrics.jsonl"
         if run_metrics.exists():
             run_dirs.append(run_metrics)
