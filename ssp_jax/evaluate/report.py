@@ -113,7 +113,8 @@ def plot_training_curves(records: Sequence[dict], path: PathLike) -> None:
         ax.set_xlabel("step")
         ax.set_title(title)
         ax.set_ylim(-0.05, 1.05)
-        ax.legend(fontsize=7)
+        if ax.lines:
+            ax.legend(fontsize=7)
     fig.tight_layout()
     _save_png(fig, path)
 
