@@ -65,6 +65,14 @@ class CollapseMonitor:
         self.stop = stop
         self.streaks = {lim.key: 0 for lim in self.limits}
 
+    def state_dict(self) -> dict[str, int]:
+        """Consecutive steps above each limit so far, for checkpoints."""
+        return dict(self.streaks)
+
+    def load_state_dict(self, streaks: Mapping[str, int]) -> None:
+        """Restores the streaks of limits this monitor watches; others start at 0."""
+        self.streaks = {key: int(streaks.get(key, 0)) for key in self.streaks}
+
     def update(self, step: int, metrics: Mapping[str, float]) -> list[str]:
         """Reads this step's rates from `metrics`; returns the warnings issued this step
         (also logged). Raises `CollapseError` with all of them when `stop` is set."""

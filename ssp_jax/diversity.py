@@ -121,3 +121,16 @@ class DiversityWindow:
                       if emb is not None else None)
         return (diversity_metrics(texts, emb)
                 | diversity_metrics(window_texts, window_emb, prefix="diversity_window/"))
+
+    def state_dict(self) -> list[dict]:
+        """The window as JSON-ready data (texts and their embeddings), for checkpoints."""
+        return [{"texts": ts, "embeddings": None if e is None else e.tolist()}
+                for ts, e in self._steps]
+
+    def load_state_dict(self, steps: Sequence[dict]) -> None:
+        """Restores a window saved by `state_dict` (the newest `steps` of it are kept)."""
+        self._steps.clear()
+        for saved in steps:
+            emb = saved["embeddings"]
+            self._steps.append((list(saved["texts"]),
+                                None if emb is None else np.asarray(emb, np.float32)))

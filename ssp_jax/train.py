@@ -197,11 +197,15 @@ class Trainer:
         check_resume_config(meta.get("config"), to_json(self.cfg), step)
         self.pool = ReplayPool.from_state_dict(replay, config=self.cfg.replay)
         self.bad_steps = int(meta["bad_steps"])
+        self.diversity.load_state_dict(meta.get("diversity_window", []))
+        self.collapse.load_state_dict(meta.get("collapse_streaks", {}))
         log.info("resumed from checkpoint at step %d", step)
         return state
 
     def save(self, step: int) -> None:
-        meta = {"step": step, "bad_steps": self.bad_steps, "config": to_json(self.cfg)}
+        meta = {"step": step, "bad_steps": self.bad_steps, "config": to_json(self.cfg),
+                "diversity_window": self.diversity.state_dict(),
+                "collapse_streaks": self.collapse.state_dict()}
         self.ckpt.save(step, self.state, self.pool.state_dict(), meta)
         self.writer.sync()
 

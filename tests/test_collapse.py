@@ -60,3 +60,12 @@ def test_missing_or_nan_steps_neither_extend_nor_break_a_streak():
 def test_bad_settings_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
         CollapseMonitor(**kwargs)
+
+
+def test_restored_monitor_keeps_its_streaks():
+    monitor = CollapseMonitor([CollapseLimit("x", 0.5, "cause")], patience=3)
+    monitor.update(0, {"x": 0.9})
+    monitor.update(1, {"x": 0.9})
+    restored = CollapseMonitor([CollapseLimit("x", 0.5, "cause")], patience=3)
+    restored.load_state_dict(monitor.state_dict())
+    assert restored.update(2, {"x": 0.9}) == [monitor.update(2, {"x": 0.9})[0]]

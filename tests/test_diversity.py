@@ -1,5 +1,6 @@
 """Attack-diversity metrics on hand-made sets with hand-computed values."""
 
+import json
 import math
 
 import numpy as np
@@ -74,3 +75,16 @@ def test_window_pools_steps_and_embeds_each_text_once():
     assert calls == [["a b c"], ["a b c", "x y"], ["x y"]]
     with pytest.raises(ValueError, match="steps"):
         DiversityWindow(steps=0)
+
+
+def test_window_restored_from_its_state_dict_continues_identically():
+    def embed(texts):
+        return np.array([[len(t), 1.0] for t in texts], np.float32)
+
+    straight, saved = DiversityWindow(steps=2, embed=embed), DiversityWindow(steps=2, embed=embed)
+    for texts in (["a b"], ["c d e", "a b"]):
+        straight.add(texts)
+        saved.add(texts)
+    restored = DiversityWindow(steps=2, embed=embed)
+    restored.load_state_dict(json.loads(json.dumps(saved.state_dict())))
+    assert restored.add(["f"]) == straight.add(["f"])
