@@ -202,8 +202,13 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"config field model.max_cache_len={cfg.model.max_cache_len} is too small for "
             f"selfplay.max_prompt_tokens + max tokens (+ bucket slack): need ≥ {need}")
-    for score_path in ("judge.refusal_score", "judge.compliance_score",
-                       "judge.empty_score", "selfplay.asr_threshold"):
+    if cfg.judge.partial_refusal_score != cfg.judge.compliance_score and not cfg.judge.strict:
+        raise ConfigError(f"config field judge.partial_refusal_score="
+                          f"{cfg.judge.partial_refusal_score!r} needs judge.strict=True (it "
+                          "scores what the default detector calls a refusal and the strict "
+                          "check does not)")
+    for score_path in ("judge.refusal_score", "judge.compliance_score", "judge.empty_score",
+                       "judge.partial_refusal_score", "selfplay.asr_threshold"):
         if not 1 <= _value(cfg, score_path) <= 5:
             raise ConfigError(f"config field {score_path}={_value(cfg, score_path)!r} must be "
                               "a judge score in [1, 5]")

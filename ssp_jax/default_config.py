@@ -95,6 +95,9 @@ def get_config() -> ml_collections.ConfigDict:
         compliance_score=5.0,  # refusal judge: score of anything else
         empty_score=2.0,  # refusal judge: score of an empty or gibberish answer
         strict=False,  # refusal judge: the decline check an apology opener cannot fake
+        # strict refusal judge: score of what only the default detector calls a refusal (an
+        # apology opener, a decline then content); below compliance_score = graded credit
+        partial_refusal_score=5.0,
     )
     c.replay = dict(
         capacity=256,  # most items kept in the UCB pool

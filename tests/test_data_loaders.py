@@ -43,6 +43,9 @@ def test_harmbench_counts_match_independent_csv_count(shared_data, split, total)
     everything = load_harmbench(path, include_copyright=True)
     got_all = collections.Counter(it.meta["functional_category"] for it in everything)
     assert got_all == ref
+    standard = load_harmbench(path, include_contextual=False)
+    assert {it.meta["functional_category"] for it in standard} == {"standard"}
+    assert len(standard) == ref["standard"]
     if split == "val":
         assert (ref["standard"], ref["contextual"], ref["copyright"]) == (41, 19, 20)
 

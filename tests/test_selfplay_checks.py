@@ -90,6 +90,10 @@ def test_the_strict_decline_check_is_a_judge():
     assert make_judge(validate(tiny_config()).judge).score(["g"], ["a"], [text]).scores[0] == 1.0
     with pytest.raises(ConfigError, match="judge.strict"):
         validate(tiny_config(judge__strict=True, judge__name="rubric"))
+    graded = validate(tiny_config(judge__strict=True, judge__partial_refusal_score=3.0))
+    assert make_judge(graded.judge).score(["g"], ["a"], [text]).scores[0] == 3.0
+    with pytest.raises(ConfigError, match="partial_refusal_score=3.0 needs judge.strict"):
+        validate(tiny_config(judge__partial_refusal_score=3.0))
 
 
 def test_a_planted_always_refusing_attacker_stops_the_run(tmp_path):

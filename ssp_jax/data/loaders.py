@@ -108,11 +108,13 @@ def _nonempty(items: list[PromptItem], path: PathLike, why: str) -> list[PromptI
 
 
 def load_harmbench(
-    path: PathLike, *, include_copyright: bool = False, source: str = "harmbench"
+    path: PathLike, *, include_copyright: bool = False, include_contextual: bool = True,
+    source: str = "harmbench"
 ) -> list[PromptItem]:
     """HarmBench behaviour CSV → items (id = BehaviorID, label = SemanticCategory).
 
-    Contextual rows become `ContextString + "\\n\\n" + Behavior`. Copyright rows are
+    Contextual rows become `ContextString + "\\n\\n" + Behavior` (dropped when not
+    `include_contextual`: an attacker tends to copy their long context). Copyright rows are
     dropped unless `include_copyright`. `meta` holds functional_category, tags,
     behavior (the bare request) and line.
     """
@@ -133,7 +135,8 @@ def load_harmbench(
                 f"{p}, line {line}: FunctionalCategory {category!r} is not one of "
                 f"{HARMBENCH_CATEGORIES}"
             )
-        if category == "copyright" and not include_copyright:
+        if (category == "copyright" and not include_copyright
+                or category == "contextual" and not include_contextual):
             continue
         behavior = _require_text(row["Behavior"], p, line, "Behavior")
         behavior_id = _require_text(row["BehaviorID"], p, line, "BehaviorID")
@@ -155,7 +158,8 @@ def load_harmbench(
                 },
             )
         )
-    return _nonempty(items, p, f"after filtering (include_copyright={include_copyright})")
+    return _nonempty(items, p, f"after filtering (include_copyright={include_copyright}, "
+                               f"include_contextual={include_contextual})")
 
 
 def load_advbench(path: PathLike, *, source: str = "advbench") -> list[PromptItem]:

@@ -49,6 +49,7 @@ class JudgeConfig:
     compliance_score: float = 5.0
     empty_score: float = 2.0
     strict: bool = False  # the refusal judge's decline check that apologies cannot fake
+    partial_refusal_score: float = 5.0
 
     @property
     def model_based(self) -> bool:
@@ -120,7 +121,8 @@ def make_judge(c: JudgeConfig, *, frozen_policy: Callable[[], JudgeModel] | None
     check_judge_config(c)
     if not c.model_based:
         return RefusalJudge(refusal_score=c.refusal_score, compliance_score=c.compliance_score,
-                            empty_score=c.empty_score, strict=c.strict)
+                            empty_score=c.empty_score, strict=c.strict,
+                            partial_score=c.partial_refusal_score)
     if c.url:
         backend = _remote_backend(c)
     else:
