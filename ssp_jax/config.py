@@ -24,9 +24,9 @@ from ssp_jax.selfplay import SelfPlayConfig
 
 @dataclasses.dataclass(frozen=True)
 class ModelSection:
-    spec: str = "tiny-random"  # built-in name, HF folder or .gguf file
+    spec: str = "smollm2-135m-instruct"  # built-in name, HF folder or .gguf file
     dtype: str = "float32"  # float32 | bfloat16 (parameters and compute)
-    max_cache_len: int = 1024  # KV-cache slots per row (prompt bucket + new tokens)
+    max_cache_len: int = 384  # KV-cache slots per row (prompt bucket + new tokens)
     seed: int = 0  # initialisation seed of tiny-random
     remat: bool = True  # rematerialize decoder blocks in the backward pass
     attention: str = "auto"  # auto | xla | cudnn | splash: the self-attention kernel
@@ -236,6 +236,9 @@ def validate(config: Any) -> TrainConfig:
         raise ConfigError(f"config field(s) {', '.join(f'rl.{k}' for k in moved)} moved to the "
                           f"selfplay section (selfplay.{moved[0]}, ...), where all reward "
                           "shaping lives")
+    derived = {"temperature": "selfplay.temperature", "total_steps": "train.num_steps"}
+    for k in sorted(set(derived) & set(raw.get("rl") or {})):
+        raise ConfigError(f"config field rl.{k} is set from {derived[k]}; set that instead")
     replay = _section(ReplayConfig, get("replay"), "replay")
     train = _section(TrainSection, get("train"), "train")
     selfplay_raw = dict(get("selfplay"))

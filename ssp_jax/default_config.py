@@ -67,6 +67,8 @@ def get_config() -> ml_collections.ConfigDict:
         warmup_steps=0,  # linear warmup steps
         schedule="constant",  # constant | cosine
         weight_decay=0.0,
+        b1=0.9,  # Adam first-moment decay
+        b2=0.999,  # Adam second-moment decay
         max_grad_norm=1.0,  # global-norm gradient clipping
         clip_eps_low=0.2,  # PPO-style ratio clip, lower side
         clip_eps_high=0.2,  # ratio clip, upper side

@@ -46,8 +46,8 @@ def _is_real(value: Any) -> bool:
 class ReplayConfig:
     """Settings of the replay pool; validated on construction."""
 
-    capacity: int = 1024  # most items kept; beyond it the least worth replaying are evicted
-    replay_per_step: int = 4  # items `select()` returns by default; 0 disables replay
+    capacity: int = 256  # most items kept; beyond it the least worth replaying are evicted
+    replay_per_step: int = 2  # items `select()` returns by default; 0 disables replay
     admit_score: float = 4.0  # judge score (1..5 scale) at or above which a response failed
     ucb_c: float = math.sqrt(2)  # exploration weight c of the UCB bonus
     seed: int = 0  # seed of the tie-breaking random generator

@@ -1,11 +1,15 @@
 """Every shipped config validates, and the memory estimate adds up."""
 
+import dataclasses
 import pathlib
+import typing
 
 import pytest
 from ml_collections.config_flags import config_flags
 
-from ssp_jax.config import validate
+from ssp_jax import default_config
+from ssp_jax.config import ConfigError, TrainConfig, validate
+from ssp_jax.data.mixture import plain_data
 from ssp_jax.memory import estimate, format_table, model_shape
 
 CONFIGS = sorted(p for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py")
@@ -117,3 +121,26 @@ def test_num_params_counts_every_parameter(overrides):
     cfg = tiny_config(**overrides)
     state = nnx.state(nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0))), nnx.Param)
     assert cfg.num_params == sum(x.size for x in jax.tree.leaves(state))
+
+
+def test_section_dataclass_defaults_agree_with_the_default_config():
+    defaults = plain_data(default_config.get_config())
+    for name, cls in typing.get_type_hints(TrainConfig).items():
+        if not dataclasses.is_dataclass(cls):
+            continue
+        for field in dataclasses.fields(cls):
+            if field.default is dataclasses.MISSING or field.name not in defaults[name]:
+                continue  # required, or derived from another section (rl.temperature)
+            default = field.default
+            if dataclasses.is_dataclass(default):  # model.lora
+                default = plain_data(dataclasses.asdict(default))
+            assert plain_data(default) == defaults[name][field.name], f"{name}.{field.name}"
+
+
+@pytest.mark.parametrize("field, home", [("temperature", "selfplay.temperature"),
+                                         ("total_steps", "train.num_steps")])
+def test_derived_update_fields_name_where_they_are_set(field, home):
+    raw = plain_data(default_config.get_config())
+    raw["rl"][field] = 1
+    with pytest.raises(ConfigError, match=f"rl.{field} is set from {home}"):
+        validate(raw)

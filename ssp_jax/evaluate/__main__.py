@@ -28,7 +28,7 @@ from ssp_jax import cli
 from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.evaluate.benchmarks import benchmark_kind, parse_benchmark  # noqa: F401
 from ssp_jax.evaluate.report import plot_comparison, plot_training_curves, write_results
-from ssp_jax.evaluate.runner import MODES, evaluate_model, strict_attack_success
+from ssp_jax.evaluate.runner import MODES, count_items, evaluate_model, strict_attack_success
 from ssp_jax.judge.base import Judge
 from ssp_jax.judge.calibration import calibrate, format_report
 from ssp_jax.judge.refusal import RefusalJudge
@@ -131,9 +131,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         model, tokenizer, _ = loader()
         judge = fixed or build_judge(judge_cfg, model, tokenizer,
                                      max_new_tokens=args.max_new_tokens)
-        total = sum(len(v[1]) * (1 if v[0] == "xstest" else len(modes))
-                    for v in benchmarks.values())
-        with tqdm(total=total, desc=f"evaluating {label}", unit="item") as bar:
+        with tqdm(total=count_items(benchmarks, modes), desc=f"evaluating {label}", unit="item") as bar:
             metrics, rows = evaluate_model(
                 model.config, model.params(), tokenizer, judge, is_refusal, benchmarks,
                 modes=modes, progress=bar.update, max_new_tokens=args.max_new_tokens,

@@ -13,6 +13,7 @@ import logging
 import pathlib
 from typing import Any, Callable
 
+from tqdm import tqdm
 
 from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.config import TrainConfig, validate
@@ -20,7 +21,7 @@ from ssp_jax.data.builtin import builtin_items
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.data.mixture import from_config, plain_data
 from ssp_jax.evaluate.report import plot_frontier, plot_training_curves, write_results
-from ssp_jax.evaluate.runner import evaluate_model, strict_attack_success
+from ssp_jax.evaluate.runner import count_items, evaluate_model, strict_attack_success
 from ssp_jax.judge.base import Judge
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import JudgeModel, make_judge
@@ -59,14 +60,18 @@ def default_benchmarks(cfg: TrainConfig, limit: int | None) -> Benchmarks:
             "safe_lookalikes": ("xstest", builtin_items(subset="benign"))}
 
 
-def evaluate_one(model, tokenizer, judge: Judge, benchmarks: Benchmarks, cfg: TrainConfig, *,
-                 max_new_tokens: int, batch_size: int) -> tuple[dict[str, float], list[dict]]:
-    """Metrics (training judge, strict check, XSTest refusal) and item rows of one model."""
-    metrics, rows = evaluate_model(
-        model.config, model.params(), tokenizer, judge, RefusalJudge().is_refusal, benchmarks,
-        max_new_tokens=max_new_tokens, attack_max_tokens=cfg.selfplay.attacker_max_tokens,
-        asr_threshold=cfg.selfplay.asr_threshold, batch_size=batch_size,
-        max_cache_len=max(cfg.model.max_cache_len, EVAL_CACHE_LEN))
+def evaluate_one(label: str, model, tokenizer, judge: Judge, benchmarks: Benchmarks,
+                 cfg: TrainConfig, *, max_new_tokens: int, batch_size: int
+                 ) -> tuple[dict[str, float], list[dict]]:
+    """Metrics (training judge, strict check, XSTest refusal) and item rows of one model, with
+    a progress bar named `label`."""
+    with tqdm(total=count_items(benchmarks), desc=f"evaluating {label}", unit="item") as bar:
+        metrics, rows = evaluate_model(
+            model.config, model.params(), tokenizer, judge, RefusalJudge().is_refusal,
+            benchmarks, progress=bar.update, max_new_tokens=max_new_tokens,
+            attack_max_tokens=cfg.selfplay.attacker_max_tokens,
+            asr_threshold=cfg.selfplay.asr_threshold, batch_size=batch_size,
+            max_cache_len=max(cfg.model.max_cache_len, EVAL_CACHE_LEN))
     return metrics | strict_attack_success(rows), rows
 
 
@@ -98,14 +103,14 @@ def run_experiment(config: Any, out: pathlib.Path, *, every: int,
                        dtype=cfg.model.dtype)
     kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size)
     results, items = {}, {}
-    results["base"], items["base"] = evaluate_one(base, tokenizer, judge, benchmarks, cfg, **kw)
+    results["base"], items["base"] = evaluate_one("base", base, tokenizer, judge, benchmarks, cfg, **kw)
     log.info("base model: %s", results["base"])
     run = out / "run"
     train_fn(raw, run)
     for ckpt in checkpoint_dirs(run):
         model, tok, step = load_checkpoint(ckpt)
         label = f"step {step}"
-        results[label], items[label] = evaluate_one(model, tok, judge, benchmarks, cfg, **kw)
+        results[label], items[label] = evaluate_one(label, model, tok, judge, benchmarks, cfg, **kw)
         log.info("%s: %s", label, results[label])
     settings = {"every": every, "ablation": ablation or "none", "limit": limit,
                 "max_new_tokens": max_new_tokens, "decoding": "greedy",

@@ -88,6 +88,13 @@ def evaluate_xstest(cfg: ModelConfig, params: Params, tokenizer: Tokenizer,
     return metrics, rows
 
 
+def count_items(benchmarks: dict[str, tuple[str, list[PromptItem]]],
+                modes: Sequence[str] = MODES) -> int:
+    """Responses `evaluate_model` writes: every item once per mode (XSTest once)."""
+    return sum(len(items) * (1 if kind == "xstest" else len(modes))
+               for kind, items in benchmarks.values())
+
+
 def evaluate_model(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge,
                    is_refusal: Callable[[str], bool],
                    benchmarks: dict[str, tuple[str, list[PromptItem]]], *,

@@ -36,9 +36,9 @@ from ssp_jax.rl.batch import TrainBatch
 class UpdateConfig:
     """Loss and optimizer settings of the update step (validated by the trainer's config)."""
 
-    learning_rate: float = 1e-6
+    learning_rate: float = 3e-6
     warmup_steps: int = 0
-    total_steps: int = 100
+    total_steps: int = 100  # set from train.num_steps by the config
     schedule: str = "constant"  # "constant" after warmup, or "cosine" decay to 10%
     weight_decay: float = 0.0
     b1: float = 0.9
@@ -48,7 +48,7 @@ class UpdateConfig:
     clip_eps_high: float = 0.2
     beta: float = 0.0  # KL (k3) coefficient against the frozen reference
     aggregation: str = "token"  # "token" or "sequence"
-    temperature: float = 1.0  # the sampling temperature; log-probs are of logits / T
+    temperature: float = 1.0  # set from selfplay.temperature; log-probs are of logits / T
     micro_batches: int = 1
 
 
