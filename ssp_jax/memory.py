@@ -181,21 +181,27 @@ def abstract_params(model_cfg: ModelConfig, mesh: Mesh) -> dict:
 
 
 def run_model_config(cfg: TrainConfig, shape: ModelConfig) -> ModelConfig:
-    """The model config a run of `cfg` uses for `shape` (dtype, remat, attention)."""
+    """The model config a run of `cfg` uses for `shape` (dtype, remat, attention, LoRA)."""
     return shape.replace(param_dtype=cfg.model.dtype, dtype=cfg.model.dtype,
-                         remat=cfg.model.remat, attention=cfg.model.attention)
+                         remat=cfg.model.remat, attention=cfg.model.attention,
+                         lora=cfg.model.lora)
 
 
 def compiled_update(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compiled:
     """Compiles the update step on abstract inputs shaped and sharded like the trainer's:
-    the state, the KL reference (when rl.beta > 0) and both roles' batches at their longest
-    prompt bucket."""
+    the state (the adapters only, with LoRA), the KL reference (when rl.beta > 0; with LoRA
+    the frozen base) and both roles' batches at their longest prompt bucket."""
     model_cfg = run_model_config(cfg, shape)
     params = abstract_params(model_cfg, mesh)
     param_shardings = jax.tree.map(lambda x: x.sharding, params)
     optimizer = make_optimizer(cfg.rl)
-    state = _abstract(jax.eval_shape(lambda p: init_train_state(p, optimizer), params),
-                      train_state_shardings(params, optimizer))
+    trained = params
+    if model_cfg.lora.enabled:
+        trained = _abstract(
+            jax.eval_shape(lambda key: lora.init_adapters(model_cfg, key), jax.random.key(0)),
+            lora.shardings(model_cfg, mesh, sharding.TRAIN_RULES))
+    state = _abstract(jax.eval_shape(lambda p: init_train_state(p, optimizer), trained),
+                      train_state_shardings(trained, optimizer))
     sp = dataclasses.replace(cfg.selfplay, row_shards=sharding.axis_size(
         "batch", mesh, sharding.TRAIN_RULES))
     batches = []
@@ -210,7 +216,7 @@ def compiled_update(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compile
             jax.ShapeDtypeStruct(s, d, sharding=sharding.logical_sharding(
                 ("batch", "seq")[:len(s)], s, mesh, sharding.TRAIN_RULES))
             for s, d in shapes]))
-    ref = params if cfg.rl.beta > 0 else None
+    ref = params if cfg.rl.beta > 0 or model_cfg.lora.enabled else None
     step = make_train_step(
         model_cfg, cfg.rl, optimizer, state_shardings=jax.tree.map(lambda x: x.sharding, state),
         batch_shardings=tuple(jax.tree.map(lambda x: x.sharding, b) for b in batches),
