@@ -37,7 +37,6 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "static": {"selfplay.static_attacks": True},  # defender on the fixed goals, no attacker
 }
 Benchmarks = dict[str, tuple[str, list[PromptItem]]]  # name -> (kind, items)
-EVAL_CACHE_LEN = 1024  # evaluation prompts are whole benchmark items (HarmBench contexts)
 
 
 def with_overrides(config: Any, overrides: dict[str, Any]) -> dict:
@@ -71,7 +70,7 @@ def evaluate_one(label: str, model, tokenizer, judge: Judge, benchmarks: Benchma
             benchmarks, progress=bar.update, max_new_tokens=max_new_tokens,
             attack_max_tokens=cfg.selfplay.attacker_max_tokens,
             asr_threshold=cfg.selfplay.asr_threshold, batch_size=batch_size,
-            max_cache_len=max(cfg.model.max_cache_len, EVAL_CACHE_LEN))
+            max_cache_len=model.config.max_position_embeddings)
     return metrics | strict_attack_success(rows), rows
 
 
