@@ -10,6 +10,7 @@ from ssp_jax.data.loaders import PromptItem
 from ssp_jax.cli import run
 from ssp_jax.evaluate import __main__ as cli
 from ssp_jax.evaluate import runner
+from ssp_jax.evaluate.benchmarks import parse_benchmark
 from ssp_jax.judge.base import Judge, JudgeResult
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load
@@ -197,3 +198,12 @@ def test_evaluate_goals_runs_on_the_tiny_model():
                                           batch_size=2, max_cache_len=256)
     assert metrics["n"] == 2.0 and 1.0 <= metrics["score_mean"] <= 5.0
     assert len(rows) == 2
+
+
+def test_harmbench_standard_kind_leaves_out_contextual_rows():
+    path = FIXTURES / "harmbench_small.csv"
+    _, kind, everything = parse_benchmark(f"hb={path}", None)
+    name, kind_std, standard = parse_benchmark(f"harmbench_standard:hb={path}", None)
+    assert kind == "harmbench" and (name, kind_std) == ("hb", "harmbench_standard")
+    assert any(it.meta["functional_category"] == "contextual" for it in everything)
+    assert [it for it in everything if it.meta["functional_category"] == "standard"] == standard

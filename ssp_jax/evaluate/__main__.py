@@ -12,8 +12,8 @@ A model-based judge is one fixed judge for every model compared: --judge-model S
   python -m ssp_jax.evaluate plot-run --metrics runs/demo/metrics.jsonl --out eval/
 
 Benchmarks are NAME=PATH; the kind (harmbench, advbench, xstest) is read from the CSV header,
-or given as KIND:NAME=PATH (harmbench, advbench, xstest), or csv:COLUMN:NAME=PATH for any CSV
-of goals with a text column.
+or given as KIND:NAME=PATH (harmbench, harmbench_standard: no contextual rows, advbench,
+xstest), or csv:COLUMN:NAME=PATH for any CSV of goals with a text column.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 
 from etils import epath
 
@@ -29,14 +30,17 @@ def benchmark_kind(path: epath.Path) -> str:
 
 
 def parse_benchmark(spec: str, limit: int | None) -> tuple[str, str, list]:
-    """NAME=PATH, KIND:NAME=PATH or csv:COLUMN:NAME=PATH -> (name, kind, items)."""
+    """NAME=PATH, KIND:NAME=PATH or csv:COLUMN:NAME=PATH -> (name, kind, items). KIND
+    harmbench_standard reads a HarmBench CSV without its contextual rows."""
     if "=" not in spec:
         raise ValueError(f"--benchmark {spec!r}: expected NAME=PATH or KIND:NAME=PATH")
     head, path_text = spec.split("=", 1)
     path = as_path(path_text)
     parts = head.split(":")
-    readers = {"harmbench": loaders.load_harmbench, "advbench": loaders.load_advbench,
-               "xstest": loaders.load_xstest}
+    readers = {"harmbench": loaders.load_harmbench,
+               "harmbench_standard": functools.partial(loaders.load_harmbench,
+                                                       include_contextual=False),
+               "advbench": loaders.load_advbench, "xstest": loaders.load_xstest}
     if parts[0] == "csv" and len(parts) == 3:
         kind, name = "goals", parts[2]
         items = loaders.load_csv(path, text_column=parts[1], source=name)
