@@ -31,15 +31,15 @@ def get_config():
         c.data.sources = present  # AdvBench (520 goals) and HarmBench val standard (41)
     c.selfplay.goals_per_step = 4
     c.selfplay.responses_per_attack = 4  # larger defender groups for a rarely refusing model
-    c.selfplay.benign_per_step = 6  # 24 of 64 defender rows (with 2 replayed attacks x 4):
-    # with 3 (12 of 52) XSTest safe-prompt refusal rose from 0.02 to 0.16 by step 15
+    c.selfplay.benign_per_step = 3  # 12 of 52 defender rows (with 2 replayed attacks x 4);
+    # 6 benign prompts, lr 1.5e-5 and beta 0.04 did not lower XSTest refusal (RESULTS.md)
     c.selfplay.attacker_max_tokens = 48
     c.selfplay.defender_max_tokens = 48
     c.selfplay.temperature = 0.8
     c.judge.strict = True  # train against the decline check apologies cannot fake
     c.judge.partial_refusal_score = 3.0  # graded credit for an apology opener (docstring)
-    c.rl.learning_rate = 1.5e-5
-    c.rl.beta = 0.04  # KL to the reference keeps the text from degenerating
+    c.rl.learning_rate = 2e-5
+    c.rl.beta = 0.02  # KL to the reference keeps the text from degenerating
     c.train.num_steps = 30
     c.ckpt.every_steps = 15
     return c
