@@ -7,7 +7,8 @@ import pytest
 from ssp_jax.rl.assemble import RewardInputs, assemble_rewards
 
 
-def grpo(rewards, groups, keep, scale_by_std, eps=1e-6):
+def reference_advantages(rewards, groups, keep, scale_by_std, eps=1e-6):
+    """GRPO over each group's kept rows, row by row in float64; 0 elsewhere."""
     out = np.zeros(len(rewards))
     for g in set(np.asarray(groups).tolist()):
         rows = [i for i in range(len(rewards)) if groups[i] == g and keep[i]]
@@ -45,9 +46,10 @@ def reference(x, G, A, R, penalty, scale_by_std):
         groups = [i // A if i < n_fresh else (G if i < n_judged else G + 1)
                   for i in range(n_judged + n_benign)]
     r_def_z = [0.0 if np.isnan(v) else v for v in r_def]
-    return (np.array(r_att), grpo(r_att, np.repeat(np.arange(G), A), att_keep, scale_by_std),
-            np.array(att_keep), np.array(r_def), grpo(r_def_z, np.array(groups), def_keep,
-                                                      scale_by_std), np.array(def_keep))
+    att_adv = reference_advantages(r_att, np.repeat(np.arange(G), A), att_keep, scale_by_std)
+    def_adv = reference_advantages(r_def_z, np.array(groups), def_keep, scale_by_std)
+    return (np.array(r_att), att_adv, np.array(att_keep), np.array(r_def), def_adv,
+            np.array(def_keep))
 
 
 @pytest.mark.parametrize("R", [1, 3])

@@ -13,20 +13,8 @@ from ssp_jax.models import load
 from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.rl.rewards import attack_is_invalid
 from ssp_jax.selfplay import RolloutChecks, rollout
+from tests.test_rl_assemble import reference_advantages
 from tests.test_train import tiny_config, tiny_selfplay
-
-
-def reference_advantages(rewards, groups, keep, scale_by_std, eps=1e-6):
-    """GRPO over each group's kept rows, row by row in float64; 0 elsewhere."""
-    out = np.zeros(len(rewards))
-    for g in set(groups.tolist()):
-        rows = [i for i in range(len(rewards)) if groups[i] == g and keep[i]]
-        r = np.array([rewards[i] for i in rows], np.float64)
-        if len(r) < 2 or r.max() == r.min():
-            continue
-        for i, x in zip(rows, r):
-            out[i] = (x - r.mean()) / ((r.std() + eps) if scale_by_std else 1.0)
-    return out
 
 
 class TableJudge(Judge):
