@@ -22,16 +22,14 @@ import argparse
 import json
 import pathlib
 
-from tqdm import tqdm
 
 from ssp_jax import cli
 from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.evaluate.benchmarks import benchmark_kind, parse_benchmark  # noqa: F401
 from ssp_jax.evaluate.report import plot_comparison, plot_training_curves, write_results
-from ssp_jax.evaluate.runner import MODES, count_items, evaluate_model, strict_attack_success
+from ssp_jax.evaluate.runner import MODES, evaluate_with_progress
 from ssp_jax.judge.base import Judge
 from ssp_jax.judge.calibration import calibrate, format_report
-from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import (JUDGE_NAMES, JudgeConfig, JudgeModel, check_judge_cache,
                                     make_judge)
 from ssp_jax.metrics import read_metrics
@@ -125,19 +123,15 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     fixed = None if self_judging else build_judge(judge_cfg, max_new_tokens=args.max_new_tokens)
     candidates = [(m, lambda m=m: (*load(m), None)) for m in args.model]
     candidates += [(c, lambda c=c: load_checkpoint(c)) for c in args.checkpoint]
-    is_refusal = RefusalJudge().is_refusal
     results, items, run_dirs = {}, {}, []
     for label, loader in candidates:
         model, tokenizer, _ = loader()
         judge = fixed or build_judge(judge_cfg, model, tokenizer,
                                      max_new_tokens=args.max_new_tokens)
-        with tqdm(total=count_items(benchmarks, modes), desc=f"evaluating {label}", unit="item") as bar:
-            metrics, rows = evaluate_model(
-                model.config, model.params(), tokenizer, judge, is_refusal, benchmarks,
-                modes=modes, progress=bar.update, max_new_tokens=args.max_new_tokens,
-                asr_threshold=args.asr_threshold, batch_size=args.batch_size,
-                max_cache_len=args.max_cache_len)
-        results[label], items[label] = metrics | strict_attack_success(rows), rows
+        results[label], items[label] = evaluate_with_progress(
+            label, model.config, model.params(), tokenizer, judge, benchmarks, modes=modes,
+            max_new_tokens=args.max_new_tokens, asr_threshold=args.asr_threshold,
+            batch_size=args.batch_size, max_cache_len=args.max_cache_len)
         run_metrics = as_path(label).parent.parent / "metrics.jsonl"
         if run_metrics.exists():
             run_dirs.append(run_metrics)

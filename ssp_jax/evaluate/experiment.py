@@ -13,17 +13,14 @@ import logging
 import pathlib
 from typing import Any, Callable
 
-from tqdm import tqdm
-
 from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.config import TrainConfig, validate
 from ssp_jax.data.builtin import builtin_items
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.data.mixture import from_config, plain_data
 from ssp_jax.evaluate.report import plot_frontier, plot_training_curves, write_results
-from ssp_jax.evaluate.runner import count_items, evaluate_model, strict_attack_success
+from ssp_jax.evaluate.runner import evaluate_with_progress
 from ssp_jax.judge.base import Judge
-from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import JudgeModel, make_judge
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import load
@@ -62,16 +59,12 @@ def default_benchmarks(cfg: TrainConfig, limit: int | None) -> Benchmarks:
 def evaluate_one(label: str, model, tokenizer, judge: Judge, benchmarks: Benchmarks,
                  cfg: TrainConfig, *, max_new_tokens: int, batch_size: int
                  ) -> tuple[dict[str, float], list[dict]]:
-    """Metrics (training judge, strict check, XSTest refusal) and item rows of one model, with
-    a progress bar named `label`."""
-    with tqdm(total=count_items(benchmarks), desc=f"evaluating {label}", unit="item") as bar:
-        metrics, rows = evaluate_model(
-            model.config, model.params(), tokenizer, judge, RefusalJudge().is_refusal,
-            benchmarks, progress=bar.update, max_new_tokens=max_new_tokens,
-            attack_max_tokens=cfg.selfplay.attacker_max_tokens,
-            asr_threshold=cfg.selfplay.asr_threshold, batch_size=batch_size,
-            max_cache_len=model.config.max_position_embeddings)
-    return metrics | strict_attack_success(rows), rows
+    """Metrics (training judge, strict check, XSTest refusal) and item rows of one model."""
+    return evaluate_with_progress(
+        label, model.config, model.params(), tokenizer, judge, benchmarks,
+        max_new_tokens=max_new_tokens, attack_max_tokens=cfg.selfplay.attacker_max_tokens,
+        asr_threshold=cfg.selfplay.asr_threshold, batch_size=batch_size,
+        max_cache_len=model.config.max_position_embeddings)
 
 
 def checkpoint_dirs(run: pathlib.Path) -> list[pathlib.Path]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.judge.base import Judge
@@ -88,13 +89,6 @@ def evaluate_xstest(cfg: ModelConfig, params: Params, tokenizer: Tokenizer,
     return metrics, rows
 
 
-def count_items(benchmarks: dict[str, tuple[str, list[PromptItem]]],
-                modes: Sequence[str] = MODES) -> int:
-    """Responses `evaluate_model` writes: every item once per mode (XSTest once)."""
-    return sum(len(items) * (1 if kind == "xstest" else len(modes))
-               for kind, items in benchmarks.values())
-
-
 def evaluate_model(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge,
                    is_refusal: Callable[[str], bool],
                    benchmarks: dict[str, tuple[str, list[PromptItem]]], *,
@@ -119,6 +113,20 @@ def evaluate_model(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge
             metrics.update({f"{name}/{mode}/{k}": v for k, v in m.items()})
             rows.extend({"benchmark": name, "mode": mode, **row} for row in r)
     return metrics, rows
+
+
+def evaluate_with_progress(label: str, cfg: ModelConfig, params: Params, tokenizer: Tokenizer,
+                           judge: Judge, benchmarks: dict[str, tuple[str, list[PromptItem]]],
+                           *, modes: Sequence[str] = MODES, **kwargs
+                           ) -> tuple[dict[str, float], list[dict]]:
+    """`evaluate_model` with the default refusal detector, a progress bar named `label` and
+    the strict decline check's attack success added (`strict_attack_success`)."""
+    total = sum(len(items) * (1 if kind == "xstest" else len(modes))
+                for kind, items in benchmarks.values())
+    with tqdm(total=total, desc=f"evaluating {label}", unit="item") as bar:
+        metrics, rows = evaluate_model(cfg, params, tokenizer, judge, RefusalJudge().is_refusal,
+                                       benchmarks, modes=modes, progress=bar.update, **kwargs)
+    return metrics | strict_attack_success(rows), rows
 
 
 def strict_attack_success(rows: list[dict]) -> dict[str, float]:
