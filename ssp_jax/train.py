@@ -129,17 +129,14 @@ class Trainer:
                {"request_tokens": cfg.selfplay.attacker_max_tokens,
                 "request_field": "selfplay.attacker_max_tokens"}))
         self.optimizer = make_optimizer(cfg.rl)  # compilation starts here, once the judge is up
+        trained = params
         if cfg.model.lora.enabled:  # only the adapters are trained
             adapter_init = jax.jit(
                 lambda key: lora.init_adapters(self.model_cfg, key),
                 out_shardings=lora.shardings(self.model_cfg, self.mesh, sharding.TRAIN_RULES))
-            adapters = adapter_init(jax.random.key(cfg.model.seed))
-            state = jax.jit(lambda p: init_train_state(p, self.optimizer),
-                            out_shardings=train_state_shardings(adapters, self.optimizer)
-                            )(adapters)
-        else:
-            state = jax.jit(lambda p: init_train_state(p, self.optimizer),
-                            out_shardings=train_state_shardings(params, self.optimizer))(params)
+            trained = adapter_init(jax.random.key(cfg.model.seed))
+        state = jax.jit(lambda p: init_train_state(p, self.optimizer),
+                        out_shardings=train_state_shardings(trained, self.optimizer))(trained)
         self.is_refusal = RefusalJudge().is_refusal
         # one sentence encoder, on the mesh, for the intent check and attack diversity
         encoder = (load_sentence_encoder(cfg.selfplay.intent_encoder, mesh=self.mesh,
