@@ -3,9 +3,10 @@
 `HARMFUL_GOALS`: 40 one-line red-teaming behaviours (5 per category) written for this
 project in the style of HarmBench/AdvBench; they name a harmful request and contain no
 operational detail. `BENIGN_LOOKALIKES`: 20 harmless requests that use alarming words
-(XSTest style), for measuring over-refusal. `BENIGN_TRAIN` (`benign_train.jsonl`): 332
-everyday and borderline-but-safe requests written for the project, for the over-refusal guard
-in training (XSTest stays evaluation-only; a test checks the two do not overlap).
+(XSTest style), for measuring over-refusal. `BENIGN_TRAIN` (`benign_train.jsonl`): 420
+everyday and borderline-but-safe requests written for the project (alarming words, public
+figures, fictional characters, silly premises, definitions and history of crimes, stories and
+games), for the over-refusal guard in training (XSTest stays evaluation-only; a test checks the two do not overlap).
 """
 
 from __future__ import annotations
