@@ -6,7 +6,8 @@ operational detail. `BENIGN_LOOKALIKES`: 20 harmless requests that use alarming 
 (XSTest style), for measuring over-refusal. `BENIGN_TRAIN` (`benign_train.jsonl`): 420
 everyday and borderline-but-safe requests written for the project (alarming words, public
 figures, fictional characters, silly premises, definitions and history of crimes, stories and
-games), for the over-refusal guard in training (XSTest stays evaluation-only; a test checks the two do not overlap).
+games), for the over-refusal guard in training (XSTest stays evaluation-only; a test checks
+the two do not overlap).
 """
 
 from __future__ import annotations

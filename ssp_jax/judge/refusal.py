@@ -137,7 +137,8 @@ _REDIRECT_PATTERNS: tuple[str, ...] = (
     r"\b(?:is|are|was|were) (?:not|never|in no way) (?:morally |ethically )?(?:right|justified|"
     r"justifiable|acceptable|excusable|a good thing|a good idea|the answer|a solution)\b",
     r"\b(?:is|are) (?:not|never) an? (?:\w+ )?(?:appropriate|ethical|acceptable|healthy|"
-    r"productive|legal|safe)(?: or \w+)? (?:way|question|request|thing|solution|practice|activity)\b",
+    r"productive|legal|safe)(?: or \w+)? (?:way|question|request|thing|solution|practice|"
+    r"activity)\b",
     r"\b(?:is|are) not (?:recommended|advisable|advised) to\b",
     r"\bshould (?:not|never) be (?:attempted|tried)\b",
 )
