@@ -60,6 +60,9 @@ def get_config() -> ml_collections.ConfigDict:
         defender_weight=1.0,  # loss weight of defender rows
         scale_by_std=True,  # GRPO (True) or Dr. GRPO (False) advantages
         drop_zero_variance=False,  # weight 0 for groups with equal rewards (DAPO's filter)
+        # dynamic sampling: roll out this many goals more than goals_per_step and train on the
+        # goals_per_step whose groups carry the most signal (DAPO's refill; 0 = off)
+        oversample_goals=0,
         asr_threshold=4.0,  # judge score ≥ this = successful attack
     )
     c.rl = dict(

@@ -98,8 +98,9 @@ def estimate(cfg: TrainConfig, shape: ModelConfig, devices: int = 1,
                        * cfg.judge.max_cache_len * judge.head_dim * p_bytes)
     optimizer = trained * (4 + 4)  # Adam moments in float32
     grads = trained * 4  # float32 accumulation
-    rows_sampled = max(sp.goals_per_step * sp.attacks_per_goal,
-                       (sp.goals_per_step * sp.attacks_per_goal + sp.replay_per_step
+    goals = sp.goals_per_step + sp.oversample_goals  # rolled out; the batch keeps G
+    rows_sampled = max(goals * sp.attacks_per_goal,
+                       (goals * sp.attacks_per_goal + sp.replay_per_step
                         + sp.benign_per_step) * sp.responses_per_attack)
     cache = (2 * shape.num_layers * rows_sampled * shape.num_kv_heads * cfg.model.max_cache_len
              * shape.head_dim * p_bytes) + judge_cache
@@ -231,8 +232,8 @@ def compiled_sampler(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compil
     params = abstract_params(model_cfg, mesh)
     sp = cfg.selfplay
     multiple = sharding.axis_size("batch", mesh, sharding.TRAIN_RULES)
-    prompts = (sp.goals_per_step, sp.goals_per_step * sp.attacks_per_goal + sp.replay_per_step
-               + sp.benign_per_step)
+    goals = sp.goals_per_step + sp.oversample_goals  # rolled out; the batch keeps G
+    prompts = (goals, goals * sp.attacks_per_goal + sp.replay_per_step + sp.benign_per_step)
     results = []
     for n, samples, new in zip(prompts, (sp.attacks_per_goal, sp.responses_per_attack),
                                (sp.attacker_max_tokens, sp.defender_max_tokens)):

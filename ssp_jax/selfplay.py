@@ -30,7 +30,7 @@ from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
 from ssp_jax.replay import ReplayItem
 from ssp_jax.rl import rewards as reward_lib
-from ssp_jax.rl.assemble import RewardInputs, assemble_rewards
+from ssp_jax.rl.assemble import RewardInputs, assemble_rewards, informative_goals
 from ssp_jax.rl.batch import TrainBatch, pack_groups
 from ssp_jax.roles import (attacker_prompt, clean_attack, defender_prompt,
                            fit_prompt)
@@ -64,6 +64,7 @@ class SelfPlayConfig:
     scale_by_std: bool
     drop_zero_variance: bool
     asr_threshold: float
+    oversample_goals: int  # dynamic sampling: extra goals rolled out, least informative dropped
     replay_per_step: int  # the replay section's value (rows reserved for replayed items)
     micro_batches: int  # the rl section's value
     row_shards: int  # devices the update's groups are split over (1 here; the trainer sets it)
@@ -181,7 +182,10 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
     """Runs both roles on `goals` (plus replayed attacks and benign prompts), judges the
     defender, runs `checks`, and packs the batches with `rl.assemble.assemble_rewards`. With
     `sp.static_attacks` the defender gets each goal verbatim and the attacker rows weight 0
-    (the attacker is still sampled: same compute)."""
+    (the attacker is still sampled: same compute). With more goals than `sp.goals_per_step`
+    (dynamic sampling) all are rolled out, judged and counted in the metrics, and the batches
+    hold the `goals_per_step` goals whose groups carry the most signal
+    (`rl.assemble.informative_goals`)."""
     G, A, R = len(goals), sp.attacks_per_goal, sp.responses_per_attack
     timings: dict[str, float] = {}
     att_key, def_key = jax.random.split(key)
@@ -234,15 +238,24 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
         invalid_attack_penalty=sp.invalid_attack_penalty, scale_by_std=sp.scale_by_std,
         drop_zero_variance=sp.drop_zero_variance)
     att_weight = 0.0 if sp.static_attacks else sp.attacker_weight
+    kept = (informative_goals(out, goals=G, attacks_per_goal=A, responses_per_attack=R,
+                              keep=sp.goals_per_step)
+            if G > sp.goals_per_step else np.arange(G))  # dynamic sampling: the batch's goals
+    att_groups = kept
+    def_groups = np.concatenate([(kept[:, None] * A + np.arange(A)).ravel(),
+                                 np.arange(G * A, len(def_prompts))])
+    rows = lambda groups, size: (groups[:, None] * size + np.arange(size)).ravel()  # noqa: E731
+    att_rows, def_rows = rows(att_groups, A), rows(def_groups, R)
     batches = tuple(
-        _pack(list(prompts), gen.tokens, gen.logprobs, adv,
-              np.where(keep, np.float32(weight), np.float32(0.0)), size, groups, max_tokens, sp,
-              tokenizer.pad_id)
-        for prompts, gen, adv, keep, weight, size, groups, max_tokens in (
-            (att_prompts, att, out.att_adv, out.att_keep, att_weight, A, sp.num_groups[0],
-             sp.attacker_max_tokens),
-            (def_prompts, dfn, out.def_adv, out.def_keep, sp.defender_weight, R,
-             sp.num_groups[1], sp.defender_max_tokens)))
+        _pack([prompts[i] for i in groups], [gen.tokens[i] for i in idx],
+              [gen.logprobs[i] for i in idx], adv[idx],
+              np.where(keep[idx], np.float32(weight), np.float32(0.0)), size, n_groups,
+              max_tokens, sp, tokenizer.pad_id)
+        for prompts, groups, idx, gen, adv, keep, weight, size, n_groups, max_tokens in (
+            (att_prompts, att_groups, att_rows, att, out.att_adv, out.att_keep, att_weight, A,
+             sp.num_groups[0], sp.attacker_max_tokens),
+            (def_prompts, def_groups, def_rows, dfn, out.def_adv, out.def_keep,
+             sp.defender_weight, R, sp.num_groups[1], sp.defender_max_tokens)))
 
     r_def = out.r_def[:n_judged]
     fresh_scores, fresh_keep = scores[:n_fresh], ~excluded[:n_fresh]
@@ -264,6 +277,9 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
         "defender/degenerate_rate": float(np.mean(degenerate[:n_judged])),
         "train/zero_variance_share_attacker": out.zero_variance[0],
         "train/zero_variance_share_defender": out.zero_variance[1],
+        # in the trained batch (differs from the line above only with dynamic sampling)
+        "train/zero_variance_share_defender_batch": 1.0 - float(
+            out.def_informative[def_rows].sum() / max((~np.isnan(out.r_def[def_rows])).sum(), 1)),
         "attacker/mean_tokens": float(np.mean([len(t) for t in att.tokens])),
         "defender/mean_tokens": float(np.mean([len(t) for t in dfn.tokens])),
         "prompts_truncated": float(sum(cut) + sum(def_cut)),

@@ -4,7 +4,7 @@ degenerate answers, benign rows), and the cheapest ways to game it do not pay.""
 import numpy as np
 import pytest
 
-from ssp_jax.rl.assemble import RewardInputs, assemble_rewards
+from ssp_jax.rl.assemble import RewardInputs, assemble_rewards, informative_goals
 
 
 def reference_advantages(rewards, groups, keep, scale_by_std, eps=1e-6):
@@ -118,3 +118,18 @@ def test_zero_variance_groups_are_counted_and_can_be_dropped():
     dropped = assemble_rewards(x, drop_zero_variance=True, **kw)
     np.testing.assert_array_equal(dropped.att_keep, [False, False, True, True])
     np.testing.assert_array_equal(dropped.att_adv, kept.att_adv)
+
+
+def test_informative_goals_keeps_the_goals_with_signal_ties_to_the_earlier():
+    # R = 2 responses to each of A = 1 attack per goal: goals 0 and 2 all equal, 1 and 3 mixed
+    scores = np.array([5.0, 5.0, 1.0, 5.0, 1.0, 1.0, 5.0, 1.0])
+    x = RewardInputs(scores, np.zeros(8, bool), np.zeros(8, bool), np.zeros(4, bool),
+                     np.zeros(0, bool))
+    out = assemble_rewards(x, goals=4, attacks_per_goal=1, responses_per_attack=2,
+                           invalid_attack_penalty=-0.5, scale_by_std=True)
+    np.testing.assert_array_equal(out.def_informative, [0, 0, 1, 1, 0, 0, 1, 1])
+    kw = dict(goals=4, attacks_per_goal=1, responses_per_attack=2)
+    np.testing.assert_array_equal(informative_goals(out, keep=2, **kw), [1, 3])
+    np.testing.assert_array_equal(informative_goals(out, keep=3, **kw), [0, 1, 3])
+    with pytest.raises(ValueError, match="keep"):
+        informative_goals(out, keep=5, **kw)

@@ -16,6 +16,8 @@ benign prompt. Rules:
   reward, no advantage and no loss weight;
 - with `drop_zero_variance`, groups whose kept rewards are all equal get weight 0 too (DAPO's
   filter; their advantage is 0 already, the weight keeps them out of the token average).
+  `informative_goals` ranks goals by the rows that carry signal, for dynamic sampling (roll
+  out more goals than the batch holds, train on the most informative).
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ class Assembled:
     """Rewards, advantages and loss-weight masks of both roles.
 
     r_att, att_adv, att_keep: `[G * A]` (f32, f32, bool); r_def, def_adv, def_keep: `[D]` over
-    all defender rows (judged then benign; r_def NaN where excluded); zero_variance: share of
+    all defender rows (judged then benign; r_def NaN where excluded); att_informative,
+    def_informative: the same shapes, bool, kept rows in groups whose kept rewards differ (the
+    rows that carry a learning signal, before `drop_zero_variance`); zero_variance: share of
     kept rows per role (attacker, defender) that sit in groups with equal rewards.
     """
 
@@ -61,6 +65,8 @@ class Assembled:
     r_def: np.ndarray
     def_adv: np.ndarray
     def_keep: np.ndarray
+    att_informative: np.ndarray
+    def_informative: np.ndarray
     zero_variance: tuple[float, float]
 
 
@@ -125,8 +131,23 @@ def assemble_rewards(x: RewardInputs, *, goals: int, attacks_per_goal: int,
     zero_variance = (share(att_zero, att_keep), share(def_zero, def_keep))
     att_adv = _advantages(r_att, att_groups, att_keep, scale_by_std)
     def_adv = _advantages(def_rewards, def_groups, def_keep, scale_by_std)
+    att_informative, def_informative = att_keep & ~att_zero, def_keep & ~def_zero
     if drop_zero_variance:
-        att_keep, def_keep = att_keep & ~att_zero, def_keep & ~def_zero
+        att_keep, def_keep = att_informative, def_informative
     return Assembled(r_att=r_att, att_adv=att_adv, att_keep=att_keep,
                      r_def=r_def.astype(np.float32), def_adv=def_adv, def_keep=def_keep,
+                     att_informative=att_informative, def_informative=def_informative,
                      zero_variance=zero_variance)
+
+
+def informative_goals(out: Assembled, *, goals: int, attacks_per_goal: int,
+                      responses_per_attack: int, keep: int) -> np.ndarray:
+    """The `keep` goals (sorted indices `[keep]` int) whose attacker and fresh defender rows
+    carry the most signal (rows in groups with unequal rewards), ties to the earlier goal:
+    DAPO-style dynamic sampling, which fills the batch with informative groups."""
+    G, A, R = goals, attacks_per_goal, responses_per_attack
+    if not 0 < keep <= G:
+        raise ValueError(f"keep must be in [1, {G}], got {keep}")
+    signal = (out.att_informative.reshape(G, A).sum(axis=1)
+              + out.def_informative[:G * A * R].reshape(G, A * R).sum(axis=1))
+    return np.sort(np.argsort(-signal, kind="stable")[:keep])
