@@ -1,9 +1,14 @@
 """Shared by the benchmark scripts: model shapes (random weights), accelerator peaks, and the
-two bounds we report against (decode memory-bandwidth roofline, update MFU)."""
+bounds we report against (decode memory-bandwidth roofline, update MFU, measured matmul
+throughput)."""
 
 from __future__ import annotations
 
 import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
 
 from ssp_jax.memory import KNOWN_SHAPES
 from ssp_jax.models import ModelConfig
@@ -70,3 +75,17 @@ def update_flops(cfg: ModelConfig, processed_tokens: int, completion_tokens: int
     6 * LM head * trained completion tokens (the head runs on completions only)."""
     head = cfg.vocab_size * cfg.hidden_size
     return 6.0 * ((cfg.num_params - head) * processed_tokens + head * completion_tokens)
+
+
+def matmul_tflops(m: int, k: int, n: int, repeats: int = 5) -> float:
+    """Measured float32 TFLOP/s of an `[m, k] @ [k, n]` matmul on the default device: with a
+    large square it is a rough peak; with a decode step's shape (m = rows) the limit that
+    shape can reach."""
+    a, b = jnp.ones((m, k), jnp.float32), jnp.ones((k, n), jnp.float32)
+    f = jax.jit(lambda x, y: x @ y)
+    f(a, b).block_until_ready()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        out = f(a, b)
+    out.block_until_ready()
+    return repeats * 2 * m * k * n / (time.perf_counter() - start) / 1e12

@@ -3,9 +3,17 @@
 Same weights (SmolLM2-135M-Instruct dequantized from its GGUF), same chat prompts, same
 batch, same number of new tokens (stop tokens disabled on both sides so every row decodes
 exactly --new-tokens tokens), greedy. Ours is timed after a warm-up call (compilation is
-reported separately).
+reported separately). Under each row: our decode step alone ((time of N new tokens - time of
+1) / (N - 1)) in GFLOP/s against this machine's float32 matmul limit at the same rows.
 
   python benchmarks/rollout.py --batch-sizes 1 16 --new-tokens 64
+
+With --samples-per-prompt S each batch is B / S prompts with S samples each, the shape of a
+GRPO rollout (self-play samples every attacker and defender prompt S times), at temperature
+0.7 without top-k/top-p: ours prefills each prompt once and fans its cache out
+(`num_samples`), transformers expands the inputs first (`num_return_sequences`).
+
+  python benchmarks/rollout.py --batch-sizes 16 --new-tokens 48 --samples-per-prompt 4
 
 With --model-shape (benchmarks/common.py) it instead times random weights of that shape in
 --dtype on random prompts of --prompt-length tokens, without the PyTorch side, and reports
@@ -27,7 +35,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from common import SHAPES, chip_for, decode_roofline_tokens_per_s
+from common import SHAPES, chip_for, decode_roofline_tokens_per_s, matmul_tflops
 from ssp_jax.models import Transformer, load
 from ssp_jax.models.loading import builtin_path
 from ssp_jax.rollout import generate
@@ -38,20 +46,24 @@ PROMPTS = [
     "Give me three tips for learning a new language.",
     "What are the main causes of inflation?",
 ]
+SAMPLED_TEMPERATURE = 0.7
 
 
-def time_ours(model, prompts, new_tokens, repeats):
-    generate(model, prompts, new_tokens, temperature=0.0)  # compile
+def time_ours(model, prompts, new_tokens, repeats, samples=1):
+    temperature = SAMPLED_TEMPERATURE if samples > 1 else 0.0
+    run = lambda: generate(model, prompts, new_tokens, temperature=temperature,  # noqa: E731
+                           num_samples=samples)
+    run()  # compile
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        out = generate(model, prompts, new_tokens, temperature=0.0)
+        out = run()
         best = min(best, time.perf_counter() - start)
-    assert out.num_tokens == len(prompts) * new_tokens
+    assert out.num_tokens == len(prompts) * samples * new_tokens
     return best
 
 
-def time_torch(path, prompts, new_tokens, repeats, pad_id):
+def time_torch(path, prompts, new_tokens, repeats, pad_id, samples=1):
     import torch
     import transformers
 
@@ -60,8 +72,10 @@ def time_torch(path, prompts, new_tokens, repeats, pad_id):
     width = max(map(len, prompts))
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts])
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-                  pad_token_id=pad_id)
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=pad_id,
+                  do_sample=samples > 1, num_return_sequences=samples)
+    if samples > 1:
+        kwargs.update(temperature=SAMPLED_TEMPERATURE, top_k=0, top_p=1.0)
     with torch.no_grad():
         model.generate(ids, attention_mask=mask, **kwargs)  # warm-up
         best = float("inf")
@@ -105,6 +119,8 @@ def main() -> None:
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--samples-per-prompt", type=int, default=1,
+                   help="batch = B / S prompts x S samples at temperature 0.7 (GRPO rollouts)")
     p.add_argument("--skip-torch", action="store_true")
     p.add_argument("--model-shape", choices=sorted(SHAPES), default=None,
                    help="random weights of this shape instead of SmolLM2 (no torch side)")
@@ -114,23 +130,46 @@ def main() -> None:
     p.add_argument("--hbm-gbps", type=float, default=None,
                    help="memory bandwidth for the roofline (default: the known chip's)")
     args = p.parse_args()
+    s = args.samples_per_prompt
+    if s < 1 or any(b % s for b in args.batch_sizes):
+        p.error(f"--samples-per-prompt {s} must be >= 1 and divide every batch size")
     if args.model_shape:
         random_shape(args)
         return
     model, tokenizer = load("smollm2-135m-instruct")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"jax {jax.__version__} on {jax.devices()[0].platform}")
+    print(f"{args.new_tokens} new tokens, {s} sample(s) per prompt "
+          f"({'temperature 0.7' if s > 1 else 'greedy'})")
     print(f"{'batch':>5} {'ours tok/s':>11} {'torch tok/s':>12} {'ratio':>6}")
     for b in args.batch_sizes:
-        prompts = [tokenizer.chat_prompt(PROMPTS[i % len(PROMPTS)]) for i in range(b)]
-        ours = b * args.new_tokens / time_ours(model, prompts, args.new_tokens, args.repeats)
+        prompts = [tokenizer.chat_prompt(PROMPTS[i % len(PROMPTS)]) for i in range(b // s)]
+        ours = b * args.new_tokens / time_ours(model, prompts, args.new_tokens, args.repeats, s)
         line = f"{b:>5} {ours:>11.1f}"
         if not args.skip_torch:
             t, threads = time_torch(builtin_path("smollm2-135m-instruct"), prompts,
-                                    args.new_tokens, args.repeats, tokenizer.pad_id)
+                                    args.new_tokens, args.repeats, tokenizer.pad_id, s)
             theirs = b * args.new_tokens / t
-            line += f" {theirs:>12.1f} {ours / theirs:>6.2f}"
+            line += f" {theirs:>12.1f} {ours / theirs:>6.2f}  (torch threads: {threads})"
         print(line, flush=True)
+        decode_limit(model, prompts, args, s)
+
+
+def decode_limit(model, prompts, args, samples) -> None:
+    """How far our decode step is from this machine's matmul limit: its FLOP/s (2 x params x
+    rows per step; attention left out), against a float32 matmul of the LM head's shape at
+    the same rows (the skinny shapes decode runs) and a 2048^3 one (a rough peak)."""
+    cfg, rows = model.config, len(prompts) * samples
+    full = time_ours(model, prompts, args.new_tokens, args.repeats, samples)
+    first = time_ours(model, prompts, 1, args.repeats, samples)
+    step = (full - first) / (args.new_tokens - 1)
+    achieved = 2 * cfg.num_params * rows / step / 1e12
+    skinny = matmul_tflops(rows, cfg.hidden_size, cfg.vocab_size)
+    square = matmul_tflops(2048, 2048, 2048)
+    print(f"      decode step {step * 1e3:.1f} ms at {rows} rows = {achieved * 1e3:.0f} GFLOP/s; "
+          f"f32 matmul limit [{rows} x {cfg.hidden_size}] @ [{cfg.hidden_size} x "
+          f"{cfg.vocab_size}]: {skinny * 1e3:.0f} GFLOP/s ({achieved / skinny:.0%} of it), "
+          f"2048^3: {square * 1e3:.0f} GFLOP/s ({achieved / square:.0%})", flush=True)
 
 
 if __name__ == "__main__":

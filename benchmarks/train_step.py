@@ -24,23 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from common import SHAPES, chip_for, update_flops
+from common import SHAPES, chip_for, matmul_tflops, update_flops
 from ssp_jax.models import Transformer
 from ssp_jax.rl.batch import TrainBatch
 from ssp_jax.rl.update import UpdateConfig, init_train_state, make_optimizer, make_train_step
-
-
-def measured_peak_tflops() -> float:
-    """float32 matmul TFLOP/s of the default device (a rough peak)."""
-    n = 2048
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    start = time.perf_counter()
-    for _ in range(5):
-        out = f(a)
-    out.block_until_ready()
-    return 5 * 2 * n**3 / (time.perf_counter() - start) / 1e12
 
 
 def random_batch(groups: int, size: int, prompt_length: int, completion_length: int,
@@ -99,7 +86,7 @@ def main() -> None:
     elif chip:
         peak, source = chip.bf16_tflops, f"{chip.name} bf16 datasheet peak"
     else:
-        peak, source = measured_peak_tflops(), "measured f32 matmul peak"
+        peak, source = matmul_tflops(2048, 2048, 2048), "measured f32 matmul peak"
     flops = update_flops(cfg, tokens, completions) / seconds
     print(f"device: {kind} x{jax.device_count()}, jax {jax.__version__}")
     print(f"model {args.model_shape} ({cfg.num_params / 1e6:.1f}M params, {args.dtype}), "
