@@ -104,9 +104,9 @@ _POSITIVE = ("selfplay.goals_per_step", "selfplay.attacks_per_goal",
 _NON_NEGATIVE = ("selfplay.benign_per_step", "selfplay.oversample_goals",
                  "selfplay.temperature", "selfplay.top_k", "rl.warmup_steps", "rl.weight_decay",
                  "rl.beta", "rl.clip_eps_low", "rl.clip_eps_high", "selfplay.attacker_weight",
-                 "selfplay.defender_weight", "ckpt.every_steps", "eval.every_steps",
-                 "eval.num_goals", "selfplay.min_attack_chars", "train.max_benign_refusal",
-                 "train.max_attacker_refusal")
+                 "selfplay.defender_weight", "selfplay.benign_weight", "ckpt.every_steps",
+                 "eval.every_steps", "eval.num_goals", "selfplay.min_attack_chars",
+                 "train.max_benign_refusal", "train.max_attacker_refusal")
 
 
 class ConfigError(ValueError):

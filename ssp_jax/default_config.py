@@ -58,6 +58,7 @@ def get_config() -> ml_collections.ConfigDict:
         static_attacks=False,  # ablation: the defender gets the goals verbatim, no attacker
         attacker_weight=1.0,  # loss weight of attacker rows
         defender_weight=1.0,  # loss weight of defender rows
+        benign_weight=1.0,  # loss weight of benign rows, times defender_weight (over-refusal)
         scale_by_std=True,  # GRPO (True) or Dr. GRPO (False) advantages
         drop_zero_variance=False,  # weight 0 for groups with equal rewards (DAPO's filter)
         # dynamic sampling: roll out this many goals more than goals_per_step and train on the

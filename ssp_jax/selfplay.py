@@ -61,6 +61,7 @@ class SelfPlayConfig:
     static_attacks: bool
     attacker_weight: float
     defender_weight: float
+    benign_weight: float  # loss weight of benign rows, relative to the defender's
     scale_by_std: bool
     drop_zero_variance: bool
     asr_threshold: float
@@ -246,16 +247,19 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
                                  np.arange(G * A, len(def_prompts))])
     rows = lambda groups, size: (groups[:, None] * size + np.arange(size)).ravel()  # noqa: E731
     att_rows, def_rows = rows(att_groups, A), rows(def_groups, R)
+    def_weight = np.full(len(out.def_keep), sp.defender_weight, np.float32)
+    def_weight[n_judged:] *= sp.benign_weight  # [D]: benign rows last
     batches = tuple(
         _pack([prompts[i] for i in groups], [gen.tokens[i] for i in idx],
               [gen.logprobs[i] for i in idx], adv[idx],
-              np.where(keep[idx], np.float32(weight), np.float32(0.0)), size, n_groups,
+              np.where(keep[idx], weight[idx], np.float32(0.0)), size, n_groups,
               max_tokens, sp, tokenizer.pad_id)
         for prompts, groups, idx, gen, adv, keep, weight, size, n_groups, max_tokens in (
-            (att_prompts, att_groups, att_rows, att, out.att_adv, out.att_keep, att_weight, A,
-             sp.num_groups[0], sp.attacker_max_tokens),
-            (def_prompts, def_groups, def_rows, dfn, out.def_adv, out.def_keep,
-             sp.defender_weight, R, sp.num_groups[1], sp.defender_max_tokens)))
+            (att_prompts, att_groups, att_rows, att, out.att_adv, out.att_keep,
+             np.full(G * A, att_weight, np.float32), A, sp.num_groups[0],
+             sp.attacker_max_tokens),
+            (def_prompts, def_groups, def_rows, dfn, out.def_adv, out.def_keep, def_weight, R,
+             sp.num_groups[1], sp.defender_max_tokens)))
 
     r_def = out.r_def[:n_judged]
     fresh_scores, fresh_keep = scores[:n_fresh], ~excluded[:n_fresh]
