@@ -31,15 +31,17 @@ def get_config():
         c.data.sources = present  # AdvBench (520 goals) and HarmBench val standard (41)
     c.selfplay.goals_per_step = 4
     c.selfplay.responses_per_attack = 4  # larger defender groups for a rarely refusing model
-    c.selfplay.benign_per_step = 3  # 12 of 52 defender rows (with 2 replayed attacks x 4);
-    # 6 benign prompts, lr 1.5e-5 and beta 0.04 did not lower XSTest refusal (RESULTS.md)
+    c.selfplay.benign_per_step = 4  # 16 of 56 defender rows (with 2 replayed attacks x 4)
+    # more benign rows or lookalike prompts alone did not keep XSTest refusal down (RESULTS.md,
+    # runs 2 and 3); a benign row's loss counts three times a harmful one's
+    c.selfplay.benign_weight = 3.0
     c.selfplay.attacker_max_tokens = 48
     c.selfplay.defender_max_tokens = 48
     c.selfplay.temperature = 0.8
     c.judge.strict = True  # train against the decline check apologies cannot fake
     c.judge.partial_refusal_score = 3.0  # graded credit for an apology opener (docstring)
     c.rl.learning_rate = 2e-5
-    c.rl.beta = 0.02  # KL to the reference keeps the text from degenerating
+    c.rl.beta = 0.04  # KL to the reference keeps the text from degenerating (0.02: loops, run 3)
     c.train.num_steps = 30
     c.ckpt.every_steps = 15
     return c
