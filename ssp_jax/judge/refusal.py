@@ -171,7 +171,7 @@ _DECLINE_ACT = (
     r"(?: (?:in good conscience|and (?:will not|won't)|ethically|morally|possibly|legally|"
     r"responsibly))? (?:help|assist|aid|provide|fulfill?|comply|satisfy|suggest|encourage|give|"
     r"write|create|generate|produce|share|offer|support|answer|respond|reply|engage|"
-    r"participate|take part|assist|tell|discuss|explain|recommend|condone|endorse|promote|"
+    r"participate|take part|tell|discuss|explain|recommend|condone|endorse|promote|"
     r"agree|accommodate|facilitate|contribute|describe|detail|list|teach|show|draft|compose|"
     r"design|develop|code|program|perform|carry out|publish|spread|grant|disclose|reveal|"
     r"do (?:that|this|so|it|what)|be (?:able|of|a part|part|providing|helping|involved))\b"
