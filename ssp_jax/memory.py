@@ -98,7 +98,7 @@ def estimate(cfg: TrainConfig, shape: ModelConfig, devices: int = 1,
                        * cfg.judge.max_cache_len * judge.head_dim * p_bytes)
     optimizer = trained * (4 + 4)  # Adam moments in float32
     grads = trained * 4  # float32 accumulation
-    goals = sp.goals_per_step + sp.oversample_goals  # rolled out; the batch keeps G
+    goals = sp.rollout_goals  # rolled out; the batch keeps goals_per_step
     rows_sampled = max(goals * sp.attacks_per_goal,
                        (goals * sp.attacks_per_goal + sp.replay_per_step
                         + sp.benign_per_step) * sp.responses_per_attack)
@@ -232,7 +232,7 @@ def compiled_sampler(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compil
     params = abstract_params(model_cfg, mesh)
     sp = cfg.selfplay
     multiple = sharding.axis_size("batch", mesh, sharding.TRAIN_RULES)
-    goals = sp.goals_per_step + sp.oversample_goals  # rolled out; the batch keeps G
+    goals = sp.rollout_goals  # rolled out; the batch keeps goals_per_step
     prompts = (goals, goals * sp.attacks_per_goal + sp.replay_per_step + sp.benign_per_step)
     results = []
     for n, samples, new in zip(prompts, (sp.attacks_per_goal, sp.responses_per_attack),

@@ -82,6 +82,11 @@ class SelfPlayConfig:
         return tuple(-(-n // multiple) * multiple for n in groups)
 
     @property
+    def rollout_goals(self) -> int:
+        """Goals rolled out per step: the batch's G plus the dynamic-sampling extra."""
+        return self.goals_per_step + self.oversample_goals
+
+    @property
     def group_sizes(self) -> tuple[int, int]:
         """Rows per group (attacker, defender): attacks per goal, responses per attack."""
         return self.attacks_per_goal, self.responses_per_attack

@@ -210,7 +210,7 @@ class Trainer:
         """One self-play step (rollouts, judge, update, replay bookkeeping); its metrics."""
         cfg, sp = self.cfg, self.cfg.selfplay
         t_start = time.perf_counter()
-        goals = self.goals.batch(step, sp.goals_per_step + sp.oversample_goals)
+        goals = self.goals.batch(step, sp.rollout_goals)
         replay = self.pool.select() if cfg.replay.replay_per_step else []
         pool_select = self.pool.metrics()
         benign = self.benign.batch(step, sp.benign_per_step) if self.benign else []
