@@ -144,7 +144,8 @@ def main() -> None:
     print(f"{'batch':>5} {'ours tok/s':>11} {'torch tok/s':>12} {'ratio':>6}")
     for b in args.batch_sizes:
         prompts = [tokenizer.chat_prompt(PROMPTS[i % len(PROMPTS)]) for i in range(b // s)]
-        ours = b * args.new_tokens / time_ours(model, prompts, args.new_tokens, args.repeats, s)
+        full = time_ours(model, prompts, args.new_tokens, args.repeats, s)
+        ours = b * args.new_tokens / full
         line = f"{b:>5} {ours:>11.1f}"
         if not args.skip_torch:
             t, threads = time_torch(builtin_path("smollm2-135m-instruct"), prompts,
@@ -152,15 +153,15 @@ def main() -> None:
             theirs = b * args.new_tokens / t
             line += f" {theirs:>12.1f} {ours / theirs:>6.2f}  (torch threads: {threads})"
         print(line, flush=True)
-        decode_limit(model, prompts, args, s)
+        decode_limit(model, prompts, args, s, full)
 
 
-def decode_limit(model, prompts, args, samples) -> None:
+def decode_limit(model, prompts, args, samples, full: float) -> None:
     """How far our decode step is from this machine's matmul limit: its FLOP/s (2 x params x
     rows per step; attention left out), against a float32 matmul of the LM head's shape at
-    the same rows (the skinny shapes decode runs) and a 2048^3 one (a rough peak)."""
+    the same rows (the skinny shapes decode runs) and a 2048^3 one (a rough peak). full:
+    seconds of the row's timed call (--new-tokens tokens)."""
     cfg, rows = model.config, len(prompts) * samples
-    full = time_ours(model, prompts, args.new_tokens, args.repeats, samples)
     first = time_ours(model, prompts, 1, args.repeats, samples)
     step = (full - first) / (args.new_tokens - 1)
     achieved = 2 * cfg.num_params * rows / step / 1e12
