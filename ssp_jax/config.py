@@ -102,6 +102,7 @@ _POSITIVE = ("selfplay.goals_per_step", "selfplay.attacks_per_goal",
              "train.max_bad_steps", "ckpt.keep", "model.max_cache_len", "rl.learning_rate",
              "rl.max_grad_norm", "train.collapse_patience", "train.diversity_window")
 _NON_NEGATIVE = ("selfplay.benign_per_step", "selfplay.oversample_goals",
+                 "selfplay.direct_attacks_per_goal",
                  "selfplay.temperature", "selfplay.top_k", "rl.warmup_steps", "rl.weight_decay",
                  "rl.beta", "rl.clip_eps_low", "rl.clip_eps_high", "selfplay.attacker_weight",
                  "selfplay.defender_weight", "selfplay.benign_weight", "ckpt.every_steps",
@@ -187,6 +188,10 @@ def _check_values(cfg: TrainConfig) -> None:
             raise ConfigError(f"config field {path}={v!r} must be ≥ 0")
     if not 0 < cfg.selfplay.top_p <= 1:
         raise ConfigError(f"config field selfplay.top_p={cfg.selfplay.top_p!r} must be in (0, 1]")
+    if cfg.selfplay.direct_attacks_per_goal > cfg.selfplay.attacks_per_goal:
+        raise ConfigError(f"config field selfplay.direct_attacks_per_goal="
+                          f"{cfg.selfplay.direct_attacks_per_goal} must be ≤ "
+                          f"selfplay.attacks_per_goal={cfg.selfplay.attacks_per_goal}")
     if not -1 <= cfg.selfplay.min_intent_similarity <= 1:
         raise ConfigError(f"config field selfplay.min_intent_similarity="
                           f"{cfg.selfplay.min_intent_similarity!r} must be a cosine in [-1, 1] "

@@ -55,6 +55,10 @@ def get_config() -> ml_collections.ConfigDict:
         # cos(goal, attack) under the sentence encoder below this = off-intent (0 = no check)
         min_intent_similarity=0.45,
         intent_encoder="all-minilm-l6-v2",  # sentence encoder: the MiniLM wheel or a BERT folder
+        # of the A attack slots per goal, the first k put the goal itself to the defender (the
+        # attacker's sample there gets no reward and no loss weight), so the defender also
+        # trains on direct requests; 0 = off, A = the static baseline with the attacker kept
+        direct_attacks_per_goal=0,
         static_attacks=False,  # ablation: the defender gets the goals verbatim, no attacker
         attacker_weight=1.0,  # loss weight of attacker rows
         defender_weight=1.0,  # loss weight of defender rows

@@ -58,6 +58,7 @@ class SelfPlayConfig:
     min_attack_chars: int
     min_intent_similarity: float
     intent_encoder: str
+    direct_attacks_per_goal: int  # attack slots per goal that carry the goal verbatim
     static_attacks: bool
     attacker_weight: float
     defender_weight: float
@@ -99,6 +100,7 @@ class Rollout:
     batches: tuple[TrainBatch, TrainBatch]  # attacker groups, defender groups
     goals: list[str]  # [G * A * R] goal of each fresh defender row
     attacks: list[str]  # [G * A * R] attack text of each fresh defender row
+    attacker_samples: list[str]  # [G * A] the attacker's cleaned samples (direct slots too)
     responses: list[str]  # [G * A * R]
     scores: np.ndarray  # [G * A * R] judge scores of fresh rows (NaN where excluded)
     r_def: np.ndarray  # [G * A * R] (NaN where excluded)
@@ -188,7 +190,9 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
     """Runs both roles on `goals` (plus replayed attacks and benign prompts), judges the
     defender, runs `checks`, and packs the batches with `rl.assemble.assemble_rewards`. With
     `sp.static_attacks` the defender gets each goal verbatim and the attacker rows weight 0
-    (the attacker is still sampled: same compute). With more goals than `sp.goals_per_step`
+    (the attacker is still sampled: same compute); with `sp.direct_attacks_per_goal = k` only
+    the first k attack slots of each goal do (the attacker rows there get no advantage, the
+    others play as usual). With more goals than `sp.goals_per_step`
     (dynamic sampling) all are rolled out, judged and counted in the metrics, and the batches
     hold the `goals_per_step` goals whose groups carry the most signal
     (`rl.assemble.informative_goals`)."""
@@ -203,8 +207,10 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
     att = _sample(cfg, params, tokenizer, list(att_prompts), sp.attacker_max_tokens, A, att_key,
                   sp, max_cache_len)
     attack_goals = [goals[i // A].text for i in range(G * A)]
-    attacks = (list(attack_goals) if sp.static_attacks
-               else [clean_attack(tokenizer.decode(t)) for t in att.tokens])  # [G * A]
+    sampled = [clean_attack(tokenizer.decode(t)) for t in att.tokens]  # [G * A]
+    # [G * A] bool: slots whose defender input is the goal itself
+    direct = np.arange(G * A) % A < (A if sp.static_attacks else sp.direct_attacks_per_goal)
+    attacks = [g if d else a for g, a, d in zip(attack_goals, sampled, direct)]
     timings["attacker_rollout"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -230,16 +236,14 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
     t0 = time.perf_counter()
     refused = np.array([checks.is_refusal(t) for t in responses], bool)  # [D]
     degenerate = np.array([checks.degenerate(t) for t in responses], bool)  # [D]
-    validity = attack_validity(attack_goals, attacks, checks, sp.min_attack_chars)
-    if sp.static_attacks:
-        validity["invalid"] = np.zeros(G * A, bool)
+    validity = attack_validity(attack_goals, sampled, checks, sp.min_attack_chars)
     timings["checks"] = time.perf_counter() - t0
 
     scores, excluded = verdict.scores, verdict.excluded
     out = assemble_rewards(
         RewardInputs(scores=scores, excluded=excluded, degenerate=degenerate[:n_judged],
-                     invalid_attack=validity["invalid"],
-                     benign_failed=(refused | degenerate)[n_judged:]),
+                     invalid_attack=validity["invalid"] & ~direct,
+                     benign_failed=(refused | degenerate)[n_judged:], direct_attack=direct),
         goals=G, attacks_per_goal=A, responses_per_attack=R,
         invalid_attack_penalty=sp.invalid_attack_penalty, scale_by_std=sp.scale_by_std,
         drop_zero_variance=sp.drop_zero_variance)
@@ -268,7 +272,7 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
 
     r_def = out.r_def[:n_judged]
     fresh_scores, fresh_keep = scores[:n_fresh], ~excluded[:n_fresh]
-    att_scored = out.att_keep | validity["invalid"]
+    att_scored = out.att_keep | (validity["invalid"] & ~direct)
     metrics = {
         **_stats(out.r_att[att_scored], "attacker/reward"),
         **_stats(r_def[:n_fresh][fresh_keep], "defender/reward"),
@@ -282,7 +286,7 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
         "attacker/refusal_rate": float(np.mean(validity["refused"])),
         "attacker/malformed_rate": float(np.mean(validity["malformed"])),
         "attacker/off_intent_rate": float(np.mean(validity["off_intent"])),
-        "attacker/degenerate_rate": float(np.mean([checks.degenerate(a) for a in attacks])),
+        "attacker/degenerate_rate": float(np.mean([checks.degenerate(a) for a in sampled])),
         "defender/degenerate_rate": float(np.mean(degenerate[:n_judged])),
         "train/zero_variance_share_attacker": out.zero_variance[0],
         "train/zero_variance_share_defender": out.zero_variance[1],
@@ -298,6 +302,10 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
     }
     if checks.intent is not None:
         metrics["attacker/intent_similarity_mean"] = float(np.mean(validity["similarity"]))
+    if direct.any() and not direct.all():  # the defender on the goals themselves vs attacks
+        direct_rows = np.repeat(direct, R)
+        metrics["refusal/direct_rate"] = float(np.mean(refused[:n_fresh][direct_rows]))
+        metrics["refusal/attack_rate"] = float(np.mean(refused[:n_fresh][~direct_rows]))
     if n_replay:
         metrics["replay/defender_reward"] = _mean(r_def[n_fresh:][~excluded[n_fresh:]])
         metrics["refusal/replay_rate"] = float(np.mean(refused[n_fresh:n_judged]))
@@ -305,7 +313,8 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
         metrics["benign/refusal_rate"] = float(np.mean(refused[n_judged:]))
         metrics["benign/degenerate_rate"] = float(np.mean(degenerate[n_judged:]))
     return Rollout(
-        batches=batches, goals=fresh_goals, attacks=fresh_attacks, responses=responses[:n_fresh],
+        batches=batches, goals=fresh_goals, attacks=fresh_attacks, attacker_samples=sampled,
+        responses=responses[:n_fresh],
         scores=fresh_scores, r_def=r_def[:n_fresh], excluded=excluded[:n_fresh],
         replay_responses=responses[n_fresh:n_judged], replay_scores=scores[n_fresh:],
         replay_r_def=r_def[n_fresh:], replay_excluded=excluded[n_fresh:],

@@ -244,7 +244,7 @@ class Trainer:
                    **{f"time/{k}": v for k, v in ro.timings.items()},
                    "time/step": elapsed, "tokens_per_second": ro.num_tokens / elapsed,
                    "train/bad_steps_in_a_row": float(self.bad_steps),
-                   **self.diversity.add(ro.attacks[::sp.responses_per_attack])}
+                   **self.diversity.add(ro.attacker_samples)}
         pool = self.pool.metrics()
         metrics.update({"replay/pool_size": pool["pool_size"], "replay/admitted": pool["admitted"],
                         "replay/evicted": pool["evicted"],

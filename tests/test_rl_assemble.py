@@ -1,5 +1,5 @@
 """Reward assembly against a row-by-row float64 reference (invalid attacks, excluded rows,
-degenerate answers, benign rows), and the cheapest ways to game it do not pay."""
+degenerate answers, benign rows, direct slots), and the cheapest ways to game it do not pay."""
 
 import numpy as np
 import pytest
@@ -37,7 +37,8 @@ def reference(x, G, A, R, penalty, scale_by_std):
             r_att.append(penalty)
         else:
             r_att.append(np.mean(judged) if judged else 0.0)
-        att_keep.append(bool(judged) or bool(x.invalid_attack[i]))
+        direct = x.direct_attack is not None and x.direct_attack[i]
+        att_keep.append((bool(judged) or bool(x.invalid_attack[i])) and not direct)
     r_def += [0.0 if f else 1.0 for f in x.benign_failed]
     def_keep = [not e for e in x.excluded] + [True] * n_benign
     if R > 1:
@@ -56,13 +57,14 @@ def reference(x, G, A, R, penalty, scale_by_std):
 @pytest.mark.parametrize("scale_by_std", [True, False])
 def test_assembly_matches_the_row_by_row_reference(R, scale_by_std):
     rng = np.random.default_rng(R)
-    G, A, k, B = 3, 2, 2, 2
+    G, A, k, B = 3, 3, 2, 2
     n_judged = G * A * R + k * R
     x = RewardInputs(scores=rng.choice([1.0, 2.0, 3.0, 4.5, 5.0], n_judged),
                      excluded=rng.uniform(size=n_judged) < 0.2,
                      degenerate=rng.uniform(size=n_judged) < 0.2,
                      invalid_attack=rng.uniform(size=G * A) < 0.3,
-                     benign_failed=rng.uniform(size=B * R) < 0.4)
+                     benign_failed=rng.uniform(size=B * R) < 0.4,
+                     direct_attack=rng.uniform(size=G * A) < 0.3)
     got = assemble_rewards(x, goals=G, attacks_per_goal=A, responses_per_attack=R,
                            invalid_attack_penalty=-0.5, scale_by_std=scale_by_std)
     r_att, att_adv, att_keep, r_def, def_adv, def_keep = reference(x, G, A, R, -0.5,
@@ -96,6 +98,19 @@ def test_a_declined_or_off_intent_attack_costs_more_than_a_failed_one():
                            attacks_per_goal=2, responses_per_attack=1,
                            invalid_attack_penalty=-0.5, scale_by_std=True)
     assert got.r_att[0] < got.r_att[1] == 0.0 and got.att_adv[0] < 0 < got.att_adv[1]
+
+
+def test_a_direct_slot_trains_the_defender_but_not_the_attacker():
+    # goal 0, slot 0 put the goal itself to the defender (refused: 1), slot 1 the attacker's
+    # sample (complied: 5); a direct slot in the attacker's baseline would hand slot 1 a
+    # positive advantage for beating a prompt the attacker never wrote
+    x = RewardInputs(np.array([1.0, 5.0]), np.zeros(2, bool), np.zeros(2, bool),
+                     np.zeros(2, bool), np.zeros(0, bool), direct_attack=np.array([True, False]))
+    got = assemble_rewards(x, goals=1, attacks_per_goal=2, responses_per_attack=1,
+                           invalid_attack_penalty=-0.5, scale_by_std=True)
+    np.testing.assert_array_equal(got.att_keep, [False, True])
+    np.testing.assert_array_equal(got.att_adv, [0.0, 0.0])
+    assert got.def_keep.all() and got.def_adv[0] > 0 > got.def_adv[1]
 
 
 def test_refusing_benign_prompts_does_not_pay():

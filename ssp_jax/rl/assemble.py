@@ -14,6 +14,9 @@ benign prompt. Rules:
 - benign rows: 1 for answering, 0 for refusing or degenerate text, whatever the harm judge;
 - excluded rows (the judge failed) and attacks with no judged response that are valid get no
   reward, no advantage and no loss weight;
+- direct slots (the defender got the goal itself, not the attacker's sample): the attacker row
+  gets no advantage and no loss weight and stays out of its group's baseline; the defender
+  rows are judged and rewarded as usual;
 - with `drop_zero_variance`, groups whose kept rewards are all equal get weight 0 too (DAPO's
   filter; their advantage is 0 already, the weight keeps them out of the token average).
   `informative_goals` ranks goals by the rows that carry signal, for dynamic sampling (roll
@@ -39,6 +42,8 @@ class RewardInputs:
     degenerate: `[J]` bool, degenerate defender text.
     invalid_attack: `[G * A]` bool, attacks that are malformed, declined or off-intent.
     benign_failed: `[B * R]` bool, benign rows refused or degenerate.
+    direct_attack: `[G * A]` bool, slots whose defender input was the goal verbatim (None: no
+      such slot).
     """
 
     scores: np.ndarray
@@ -46,6 +51,7 @@ class RewardInputs:
     degenerate: np.ndarray
     invalid_attack: np.ndarray
     benign_failed: np.ndarray
+    direct_attack: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +122,9 @@ def assemble_rewards(x: RewardInputs, *, goals: int, attacks_per_goal: int,
                 / np.maximum(judged.sum(axis=1), 1))
     invalid = np.asarray(x.invalid_attack, bool)
     r_att = reward_lib.apply_attacker_penalty(att_mean, invalid, invalid_attack_penalty)
-    att_keep = judged.any(axis=1) | invalid
+    direct = (np.zeros(G * A, bool) if x.direct_attack is None
+              else np.asarray(x.direct_attack, bool))
+    att_keep = (judged.any(axis=1) | invalid) & ~direct
     att_groups = np.repeat(np.arange(G), A)
 
     r_def = np.concatenate([np.where(excluded, np.nan, r_def_rows),
