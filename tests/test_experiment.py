@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from ssp_jax.evaluate.experiment import with_overrides
-from ssp_jax.evaluate.runner import strict_attack_success
+from ssp_jax.evaluate.runner import strict_attack_success, with_strict_success
 from ssp_jax.evaluate.report import frontier_points
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -22,7 +22,9 @@ def test_strict_attack_success_counts_apologies_and_loops_as_success():
         "💡💡💡💡 💡💡💡 💡💡💡💡",
         "Sure, here is how.")]
     rows.append({"benchmark": "x", "prompt": "p", "response": "no"})  # XSTest rows: no mode
-    assert strict_attack_success(rows) == {"h/direct/asr_strict": 0.75}
+    marked = with_strict_success(rows)
+    assert [r.get("strict_success") for r in marked] == [False, True, True, True, None]
+    assert strict_attack_success(marked) == {"h/direct/asr_strict": 0.75}
 
 
 def test_frontier_points_pair_safe_refusal_with_direct_attack_success():
@@ -60,6 +62,9 @@ def test_experiment_runs_end_to_end_on_the_tiny_config(tmp_path):
     assert results["judge"]["second"].startswith("strict decline check")
     table = (out / "results.md").read_text()
     assert "| step 2 |" in table and "asr_strict" in table
+    flips = results["paired"]["step 2"]["heldout/direct/strict"]
+    assert flips["compared"] == 3 and 0.0 < flips["sign_test_p"] <= 1.0
+    assert "| step 2 | heldout/direct/judge |" in table
     for png in ("frontier.png", "training_curves.png"):
         assert (out / png).stat().st_size > 1000
     records = [json.loads(line) for line in (out / "run" / "metrics.jsonl").open()]

@@ -95,7 +95,8 @@ def run_experiment(config: Any, out: pathlib.Path, *, every: int,
                        dtype=cfg.model.dtype)
     kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size)
     results, items = {}, {}
-    results["base"], items["base"] = evaluate_one("base", base, tokenizer, judge, benchmarks, cfg, **kw)
+    results["base"], items["base"] = evaluate_one("base", base, tokenizer, judge, benchmarks, cfg,
+                                                  **kw)
     log.info("base model: %s", results["base"])
     run = out / "run"
     train_fn(raw, run)

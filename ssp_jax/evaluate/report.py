@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ssp_jax.evaluate.paired import paired_against_first, paired_markdown  # noqa: E402
 from ssp_jax.paths import PathLike, as_path  # noqa: E402
 
 CURVE_KEYS = (("defender/reward_mean", "defender reward"),
@@ -37,18 +38,26 @@ def headline_metrics(metrics: dict[str, float]) -> list[str]:
 
 def write_results(out: PathLike, results: dict[str, dict[str, float]],
                   items: dict[str, list[dict]], settings: dict, judge: dict[str, str]) -> None:
-    """results.json (settings, the judge, metrics per model), items.jsonl, results.md.
-    judge: what made the scores, e.g. {"format": "llama_guard", "model": "PATH"}."""
+    """results.json (settings, the judge, metrics per model, each later model's answers
+    paired against the first's), items.jsonl, results.md. judge: what made the scores, e.g.
+    {"format": "llama_guard", "model": "PATH"}."""
     out = as_path(out)
     out.mkdir(parents=True, exist_ok=True)
+    paired = paired_against_first(items)
     (out / "results.json").write_text(json.dumps(
-        {"settings": settings, "judge": judge, "models": results}, indent=2) + "\n")
+        {"settings": settings, "judge": judge, "models": results, "paired": paired},
+        indent=2) + "\n")
     with (out / "items.jsonl").open("w") as f:
         for model, rows in items.items():
             for row in rows:
                 f.write(json.dumps({"model": model, **row}, ensure_ascii=False) + "\n")
     judged_by = ", ".join(f"{k} {v}" for k, v in judge.items())
-    (out / "results.md").write_text(f"Judge: {judged_by}\n\n{markdown_table(results)}")
+    flips = paired_markdown(paired, next(iter(items), ""))
+    (out / "results.md").write_text(
+        f"Judge: {judged_by}\n\n{markdown_table(results)}"
+        + (f"\nPaired on the same harmful items (judge: the judge above; strict: the strict "
+           f"decline check; exact two-sided sign test on the flips):\n\n{flips}" if flips
+           else ""))
 
 
 def markdown_table(results: dict[str, dict[str, float]]) -> str:
