@@ -1,5 +1,7 @@
-"""The benign training set: loads, no duplicates, no overlap with XSTest."""
+"""The benign training set: loads, no duplicates, no overlap with XSTest or the HarmBench-form
+benign evaluation set."""
 
+import pathlib
 import re
 
 from ssp_jax.data.builtin import BENIGN_TRAIN, HARMFUL_GOALS, benign_train_items
@@ -39,4 +41,16 @@ def test_no_overlap_with_xstest_or_the_harmful_goals(shared_data):
         for text, other in others:
             if len(words & other) / len(words | other) >= 0.5:
                 close.append((item.text, text))
+    assert close == []
+
+
+def test_the_harmbench_form_benign_evaluation_set_stays_out_of_training():
+    # benchmarks/data/benign_imperatives.csv measures over-refusal of requests in the goals'
+    # imperative form (XSTest's safe prompts are questions): evaluation only
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks/data/benign_imperatives.csv"
+    held_out = load_xstest(path)
+    assert len(held_out) == 24 and {x.label for x in held_out} == {"safe"}
+    train = [_content_words(i.text) for i in benign_train_items()]
+    close = [x.text for x in held_out for words in train
+             if len(_content_words(x.text) & words) / len(_content_words(x.text) | words) >= 0.5]
     assert close == []
