@@ -56,7 +56,7 @@ def get_config() -> ml_collections.ConfigDict:
         min_intent_similarity=0.45,
         intent_encoder="all-minilm-l6-v2",  # sentence encoder: the MiniLM wheel or a BERT folder
         # of the A attack slots per goal, the first k put the goal itself to the defender (the
-        # attacker's sample there gets no reward and no loss weight), so the defender also
+        # attacker's sample there gets no advantage and no loss weight), so the defender also
         # trains on direct requests; 0 = off, A = the static baseline with the attacker kept
         direct_attacks_per_goal=0,
         static_attacks=False,  # ablation: the defender gets the goals verbatim, no attacker

@@ -237,12 +237,13 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
     refused = np.array([checks.is_refusal(t) for t in responses], bool)  # [D]
     degenerate = np.array([checks.degenerate(t) for t in responses], bool)  # [D]
     validity = attack_validity(attack_goals, sampled, checks, sp.min_attack_chars)
+    invalid = validity["invalid"] & ~direct  # a direct slot's sample is not played
     timings["checks"] = time.perf_counter() - t0
 
     scores, excluded = verdict.scores, verdict.excluded
     out = assemble_rewards(
         RewardInputs(scores=scores, excluded=excluded, degenerate=degenerate[:n_judged],
-                     invalid_attack=validity["invalid"] & ~direct,
+                     invalid_attack=invalid,
                      benign_failed=(refused | degenerate)[n_judged:], direct_attack=direct),
         goals=G, attacks_per_goal=A, responses_per_attack=R,
         invalid_attack_penalty=sp.invalid_attack_penalty, scale_by_std=sp.scale_by_std,
@@ -272,7 +273,7 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
 
     r_def = out.r_def[:n_judged]
     fresh_scores, fresh_keep = scores[:n_fresh], ~excluded[:n_fresh]
-    att_scored = out.att_keep | (validity["invalid"] & ~direct)
+    att_scored = out.att_keep | invalid
     metrics = {
         **_stats(out.r_att[att_scored], "attacker/reward"),
         **_stats(r_def[:n_fresh][fresh_keep], "defender/reward"),
