@@ -14,6 +14,16 @@ def _content_words(text: str) -> frozenset[str]:
     return frozenset(re.findall(r"[a-z']+", text.lower())) - stop
 
 
+def _close_pairs(texts: list[str], others: list[str]) -> list[tuple[str, str]]:
+    """(text, other) pairs whose content words overlap by a Jaccard index of 0.5 or more."""
+    other_words = [(o, _content_words(o)) for o in others]
+    pairs = []
+    for text in texts:
+        words = _content_words(text)
+        pairs += [(text, o) for o, w in other_words if len(words & w) / len(words | w) >= 0.5]
+    return pairs
+
+
 def test_loads_with_the_generic_loader_and_the_builtin_helper():
     items = benign_train_items()
     assert len(items) >= 300
@@ -33,15 +43,8 @@ def test_no_duplicates_even_after_normalising():
 def test_no_overlap_with_xstest_or_the_harmful_goals(shared_data):
     xstest = load_xstest(shared_data / "xstest" / "xstest_prompts.csv")
     harmful = [g for goals in HARMFUL_GOALS.values() for g in goals]
-    others = [(x.text, _content_words(x.text)) for x in xstest] + \
-        [(g, _content_words(g)) for g in harmful]
-    close = []
-    for item in benign_train_items():
-        words = _content_words(item.text)
-        for text, other in others:
-            if len(words & other) / len(words | other) >= 0.5:
-                close.append((item.text, text))
-    assert close == []
+    others = [x.text for x in xstest] + harmful
+    assert _close_pairs([i.text for i in benign_train_items()], others) == []
 
 
 def test_the_harmbench_form_benign_evaluation_set_stays_out_of_training():
@@ -50,7 +53,5 @@ def test_the_harmbench_form_benign_evaluation_set_stays_out_of_training():
     path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks/data/benign_imperatives.csv"
     held_out = load_xstest(path)
     assert len(held_out) == 24 and {x.label for x in held_out} == {"safe"}
-    train = [_content_words(i.text) for i in benign_train_items()]
-    close = [x.text for x in held_out for words in train
-             if len(_content_words(x.text) & words) / len(_content_words(x.text) | words) >= 0.5]
-    assert close == []
+    train = [i.text for i in benign_train_items()]
+    assert _close_pairs([x.text for x in held_out], train) == []
