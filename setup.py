@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["ssp_jax", "ssp_jax.*"]),
-    package_data={"ssp_jax.data": ["*.jsonl"]},  # benign training set, labelled intent set
+    package_data={"ssp_jax.data": ["*.jsonl", "xstest/*"]},  # benign and intent sets; XSTest
     install_requires=[
         # lower bounds are the versions this project is tested with
         "jax>=0.10.2",

