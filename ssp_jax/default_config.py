@@ -95,6 +95,12 @@ def get_config() -> ml_collections.ConfigDict:
         max_concurrency=8,  # judge server requests in flight
         max_retries=3,  # retries (with backoff) of a failed judge server request
         max_excluded_fraction=0.5,  # stop the run when a step's judge fails on more rows
+        # a judge server's rows unfinished this long after a batch starts are excluded, counted
+        batch_timeout_s=300.0,
+        # probability verdicts: least probability the answers (safe/unsafe, yes/no) must get
+        # together, else the row is excluded (random tiny guards give them 0.001-0.011, guards
+        # forced to answer about 1; 0.5: the answer is the judge's likelier next word)
+        min_answer_mass=0.5,
         instruction_source="goal",  # goal | attack: the request shown to a model-based judge
         scoring="probs",  # probs: verdict from answer-token probabilities | text: decode, parse
         llama_guard_version=3,  # 3 | 4: header tokens of the llama_guard prompt
