@@ -1,8 +1,17 @@
 """SmolLM2-135M-Instruct safety recipe for a 2-core CPU (about an hour): the defaults of
-ssp_jax/default_config.py (every field commented there) with AdvBench and HarmBench val
-(standard behaviours) goals when their files are in `$SSP_DATA` (default `data/`, fetched with
-`python -m ssp_jax.data.fetch harmbench advbench --dir data/`); without them it trains on the
-built-in goals. HarmBench's test split and XSTest stay out of training, for evaluation.
+ssp_jax/default_config.py (every field commented there) with the settings below.
+
+The data comes from the config argument, never from what is in the working folder:
+
+  --config configs/smollm2_135m.py              the built-in goals (no data files needed)
+  --config configs/smollm2_135m.py:recipe       AdvBench and HarmBench val (standard
+                                                behaviours) from data/
+  --config configs/smollm2_135m.py:recipe=DIR   the same files under DIR instead of data/
+
+`python -m ssp_jax.data.fetch harmbench advbench --dir data/` writes the two files
+(data/advbench/harmful_behaviors.csv, data/harmbench/harmbench_behaviors_text_val.csv); a
+missing one stops the run before the model loads. HarmBench's test split and XSTest stay out
+of training, for evaluation.
 
 The base model almost never declines (0-2% of sampled answers to AdvBench goals pass the strict
 decline check), so most defender groups would have equal rewards. The strict judge therefore
@@ -10,25 +19,44 @@ gives graded credit (score 3) to what only the lenient detector calls a refusal:
 opener is worth more than compliance and less than a real decline, and degenerate text is worth
 no more than compliance (ssp_jax/rl/assemble.py)."""
 
-import os
-import pathlib
+import posixpath
+
+import ml_collections
 
 from ssp_jax import default_config
 
+RECIPE = "recipe"
+DEFAULT_DATA_ROOT = "data"
 
-def get_config():
+
+def recipe_sources(root: str) -> list[dict]:
+    """AdvBench (520 goals) and HarmBench val standard behaviours (41) under `root`."""
+    return [
+        dict(name="advbench", kind="advbench",
+             path=posixpath.join(root, "advbench", "harmful_behaviors.csv"), weight=1.0),
+        # the attacker copies contextual rows' long context: standard behaviours only
+        dict(name="harmbench", kind="harmbench",
+             path=posixpath.join(root, "harmbench", "harmbench_behaviors_text_val.csv"),
+             weight=1.0, include_contextual=False),
+    ]
+
+
+def data_root(arg: str) -> str | None:
+    """The recipe's data folder named by the config argument; None for the built-in goals."""
+    if not arg:
+        return None
+    name, sep, root = arg.partition("=")
+    if name != RECIPE or (sep and not root):
+        raise ValueError(f"configs/smollm2_135m.py: unknown argument {arg!r}; valid: none "
+                         f"(built-in goals), {RECIPE}, {RECIPE}=DIR")
+    return root or DEFAULT_DATA_ROOT
+
+
+def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c = default_config.get_config()
-    root = pathlib.Path(os.environ.get("SSP_DATA", "data"))
-    advbench = root / "advbench" / "harmful_behaviors.csv"
-    harmbench = root / "harmbench" / "harmbench_behaviors_text_val.csv"
-    present = []
-    if advbench.is_file():
-        present.append(dict(name="advbench", kind="advbench", path=str(advbench), weight=1.0))
-    if harmbench.is_file():  # the attacker copies contextual rows' long context: standard only
-        present.append(dict(name="harmbench", kind="harmbench", path=str(harmbench),
-                            weight=1.0, include_contextual=False))
-    if present:
-        c.data.sources = present  # AdvBench (520 goals) and HarmBench val standard (41)
+    root = data_root(arg)
+    if root is not None:
+        c.data.sources = recipe_sources(root)
     c.selfplay.goals_per_step = 4
     c.selfplay.responses_per_attack = 4  # larger defender groups for a rarely refusing model
     c.selfplay.benign_per_step = 4  # 16 of 56 defender rows (with 2 replayed attacks x 4)

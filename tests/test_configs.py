@@ -1,4 +1,5 @@
-"""Every shipped config validates, and the memory estimate adds up."""
+"""Every shipped config validates and names its data (never the working folder's), and the
+memory estimate adds up."""
 
 import dataclasses
 import pathlib
@@ -12,8 +13,8 @@ from ssp_jax.config import ConfigError, TrainConfig, validate
 from ssp_jax.data.mixture import plain_data
 from ssp_jax.memory import estimate, format_table, model_shape
 
-CONFIGS = sorted(p for p in (pathlib.Path(__file__).parents[1] / "configs").glob("*.py")
-                 if p.name != "__init__.py")
+CONFIG_DIR = pathlib.Path(__file__).parents[1] / "configs"
+CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.py")
 
 
 def load_config(path):
@@ -144,3 +145,58 @@ def test_derived_update_fields_name_where_they_are_set(field, home):
     raw["rl"][field] = 1
     with pytest.raises(ConfigError, match=f"rl.{field} is set from {home}"):
         validate(raw)
+
+
+def write_recipe_files(root: pathlib.Path) -> None:
+    """The two files the SmolLM2 recipe trains on, under `root` (tiny but loadable)."""
+    fixtures = pathlib.Path(__file__).parent / "fixtures" / "data"
+    (root / "advbench").mkdir(parents=True)
+    (root / "advbench" / "harmful_behaviors.csv").write_text("goal,target\nDo a bad thing,\n")
+    (root / "harmbench").mkdir()
+    (root / "harmbench" / "harmbench_behaviors_text_val.csv").write_bytes(
+        (fixtures / "harmbench_small.csv").read_bytes())
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_a_config_trains_on_the_same_data_whatever_the_working_folder_holds(
+        path, tmp_path, monkeypatch):
+    empty = plain_data(load_config(path).data)
+    write_recipe_files(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SSP_DATA", str(tmp_path / "data"))
+    assert plain_data(load_config(path).data) == empty
+
+
+def test_smollm2_without_argument_trains_on_the_built_in_goals():
+    cfg = load_config(CONFIG_DIR / "smollm2_135m.py")
+    assert [s["kind"] for s in plain_data(cfg.data.sources)] == ["builtin"]
+
+
+@pytest.mark.parametrize("arg, root", [("recipe", "data"), ("recipe=/srv/sets", "/srv/sets")])
+def test_smollm2_recipe_argument_names_its_data_files(arg, root):
+    cfg = load_config(f"{CONFIG_DIR / 'smollm2_135m.py'}:{arg}")
+    sources = plain_data(cfg.data.sources)
+    assert [(s["kind"], s["path"]) for s in sources] == [
+        ("advbench", f"{root}/advbench/harmful_behaviors.csv"),
+        ("harmbench", f"{root}/harmbench/harmbench_behaviors_text_val.csv")]
+    assert sources[1]["include_contextual"] is False  # standard behaviours only
+    # everything else is the same recipe
+    plain = plain_data(load_config(CONFIG_DIR / "smollm2_135m.py"))
+    assert {k: v for k, v in plain_data(cfg).items() if k != "data"} == {
+        k: v for k, v in plain.items() if k != "data"}
+
+
+def test_smollm2_recipe_loads_its_goals_from_the_named_folder(tmp_path):
+    from ssp_jax.data.mixture import from_config
+
+    write_recipe_files(tmp_path)
+    cfg = load_config(f"{CONFIG_DIR / 'smollm2_135m.py'}:recipe={tmp_path}")
+    mixture = from_config(cfg.data)
+    assert {item.source for items in mixture.items for item in items} == {"advbench",
+                                                                          "harmbench"}
+
+
+@pytest.mark.parametrize("arg", ["recipes", "recipe=", "builtin"])
+def test_smollm2_unknown_argument_is_a_clear_error(arg):
+    with pytest.raises(ValueError, match=f"unknown argument '{arg}'; valid: none"):
+        load_config(f"{CONFIG_DIR / 'smollm2_135m.py'}:{arg}")
