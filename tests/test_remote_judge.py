@@ -15,9 +15,12 @@ from serve_helpers import (CONVERSATIONS, MODEL, RAW_PROMPT, app_in_thread, free
                            next_token_logprobs, serve_process, tiny)  # noqa: F401 (fixture)
 from ssp_jax.cli import UserError
 from ssp_jax.judge.backend import JudgePrompt, RowError
+from ssp_jax.judge.formats.harmbench import HarmBench
+from ssp_jax.judge.formats.llama_guard import LlamaGuard
 from ssp_jax.judge.remote import RemoteBackend, candidate_probs
 from ssp_jax.rollout.chat import greedy_completions
 
+MASS = 0.5  # judge.min_answer_mass
 PROMPTS = [JudgePrompt(messages=tuple(c)) for c in CONVERSATIONS] + [JudgePrompt(text=RAW_PROMPT)]
 
 
@@ -99,8 +102,11 @@ def test_dead_server_gives_row_errors_naming_the_url_after_retries():
 def stub_app(attempts: collections.Counter, headers: list) -> fastapi.FastAPI:
     """A stand-in server whose model name picks its behaviour: `slow` answers after 5 s,
     `broken` answers 500, `picky` answers 400 to messages saying "fail", `nologprobs` answers
-    text without log-probs. `attempts` counts requests per model."""
+    text without log-probs, `pieces` lists " un" (then "safe") and " s" (then nothing that
+    continues " sure") but never " unsafe". `attempts` counts requests per model."""
     app = fastapi.FastAPI()
+    first = [(" un", 0.6), (" safe", 0.3), (" s", 0.05), ("?", 0.05)]
+    after = {" un": [("safe", 0.8), (" safe", 0.2)], " s": [("u", 0.9), ("afe", 0.1)]}
 
     @app.get("/v1/models")
     async def models() -> dict:
@@ -117,8 +123,25 @@ def stub_app(attempts: collections.Counter, headers: list) -> fastapi.FastAPI:
             return fastapi.responses.JSONResponse({"error": {"message": "boom"}}, 500)
         if body["model"] == "picky" and body["messages"][-1]["content"] == "fail":
             return fastapi.responses.JSONResponse({"error": {"message": "no"}}, 400)
+        if body["model"] == "pieces":
+            top = [{"token": t, "logprob": float(np.log(p))} for t, p in first]
+            return {"choices": [{"index": 0, "message": {"role": "assistant", "content": " un"},
+                                 "logprobs": {"content": [{"token": " un", "logprob": -0.5,
+                                                           "top_logprobs": top}]},
+                                 "finish_reason": "length"}]}
         return {"choices": [{"index": 0, "message": {"role": "assistant", "content": " unsafe "},
                              "logprobs": None, "finish_reason": "stop"}]}
+
+    @app.post("/v1/completions")
+    async def completions(request: fastapi.Request):
+        body = await request.json()
+        tail = next((t for t in after if body["prompt"].endswith("A:" + t)), None)
+        attempts["pieces-continued" if tail else "pieces"] += 1
+        top = after[tail] if tail else first
+        return {"choices": [{"index": 0, "text": top[0][0], "finish_reason": "length",
+                             "logprobs": {"tokens": [top[0][0]], "token_logprobs": [-0.1],
+                                          "top_logprobs": [{t: float(np.log(p))
+                                                            for t, p in top}]}}]}
 
     return app
 
@@ -178,7 +201,41 @@ def test_server_without_logprobs_gives_a_row_error_not_a_probability(stub):
     assert headers[-1] == "Bearer sekret"
 
 
-def test_candidate_probs_take_the_longest_prefix_token_or_zero():
-    top = [("un", np.log(0.5)), ("unsafe", np.log(0.3)), ("s", np.log(0.1)), ("", 0.0)]
-    np.testing.assert_allclose(candidate_probs(top, ["unsafe", "safe", "Yes"]),
-                               [0.3, 0.1, 0.0], rtol=1e-6)
+@pytest.mark.parametrize("yes", ["Yes", " Yes", "\u2581Yes", "\u0120Yes"])
+def test_a_verdict_token_matches_with_or_without_its_leading_space(yes):
+    # the issue's case: a server that lists "Yes" where HarmBench expects " Yes" gave 3.0 from
+    # P(" ") for every answer; the word itself is the verdict
+    top = [(yes, -0.05), ("No", -3.0), (" ", -12.0)]
+    probs = candidate_probs(top, HarmBench.candidates)
+    np.testing.assert_allclose(probs, [np.exp(-0.05), 0, np.exp(-3.0), 0], rtol=1e-6)
+    expected = 1 + 4 * np.exp(-0.05) / (np.exp(-0.05) + np.exp(-3.0))
+    assert HarmBench(MASS).from_probs(probs).score == pytest.approx(expected, rel=1e-6)
+
+
+def test_an_exact_token_is_preferred_to_its_spaced_twin():
+    top = [(" Yes", np.log(0.6)), ("Yes", np.log(0.3))]
+    np.testing.assert_allclose(candidate_probs(top, [" Yes", "Yes", "yes"]), [0.6, 0.3, 0],
+                               rtol=1e-6)
+
+
+def test_a_token_that_only_begins_a_candidate_is_not_the_candidate():
+    # the issue's case: with "unsafe" unlisted, P("un") was read as P("unsafe")
+    top = [("un", np.log(0.5)), ("s", np.log(0.1)), ("safe", np.log(0.02)), ("", 0.0)]
+    probs = candidate_probs(top, LlamaGuard.candidates)
+    np.testing.assert_allclose(probs, [0.02, 0.0], rtol=1e-6)
+    assert isinstance(LlamaGuard(3, MASS).from_probs(probs), RowError)
+
+
+def test_a_word_split_into_tokens_is_followed_up_on_completions(stub):
+    url, attempts, _ = stub
+    remote = backend(url, "pieces")
+    try:
+        text, chat = remote.next_token_probs([JudgePrompt(text="Q? A:"), ask("Q?")],
+                                             [" safe", " unsafe", " sure"])
+    finally:
+        remote.close()
+    # " safe" is listed whole; " unsafe" is " un" then "safe"; " sure" only begins with " s"
+    # and the server lists no "ure" after it
+    np.testing.assert_allclose(text, [0.3, 0.6 * 0.8, 0.0], rtol=1e-5)
+    np.testing.assert_allclose(chat, [0.3, 0.0, 0.0], rtol=1e-5)  # chat: no continuation
+    assert attempts["pieces-continued"] == 2  # after " un" and after " s"

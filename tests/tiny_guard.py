@@ -45,7 +45,8 @@ def write_guard_tokenizer(out_dir: pathlib.Path) -> None:
 
 
 def write_guard_model(out_dir: pathlib.Path, seed: int = 0, force: str | None = None) -> None:
-    """Saves the tiny guard folder; `force`: a string whose first token then always wins."""
+    """Saves the tiny guard folder; `force`: a string whose first token then wins every
+    prediction except the one right after it, where end-of-turn wins (an answer, then stop)."""
     import torch
     import transformers
 
@@ -58,13 +59,24 @@ def write_guard_model(out_dir: pathlib.Path, seed: int = 0, force: str | None = 
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(1.0 if p.dim() == 1 else 0.0, 0.1 if p.dim() == 1 else 0.08)
-        if force is not None:  # hidden dim 0 carries a constant that only `token` reads
+        if force is not None:
             token = tokenizer.encode(force, add_special_tokens=False)[0]
-            model.model.embed_tokens.weight[:, 0] = 10.0
-            for layer in model.model.layers:
-                layer.self_attn.o_proj.weight[0] = 0.0
-                layer.mlp.down_proj.weight[0] = 0.0
-            model.model.norm.weight[0] = 1.0
-            model.lm_head.weight[:, 0] = 0.0
-            model.lm_head.weight[token, 0] = 50.0
+            force_answer(model, token, tokenizer.eos_token_id)
     model.save_pretrained(out_dir)
+
+
+def force_answer(model, token: int, stop: int) -> None:
+    """Edits a torch llama in place so `token` wins every next-token prediction except right
+    after itself, where `stop` wins: hidden dim 0 carries a constant that only `token`'s logit
+    reads, dim 1 marks `token`'s own embedding and only `stop`'s logit reads it (the layers
+    write nothing into either dim)."""
+    embed = model.model.embed_tokens.weight
+    embed[:, 0], embed[:, 1] = 10.0, 0.0
+    embed[token, 1] = 10.0
+    for layer in model.model.layers:
+        layer.self_attn.o_proj.weight[:2] = 0.0
+        layer.mlp.down_proj.weight[:2] = 0.0
+    model.model.norm.weight[:2] = 1.0
+    model.lm_head.weight[:, :2] = 0.0
+    model.lm_head.weight[token, 0] = 50.0
+    model.lm_head.weight[stop, 1] = 100.0

@@ -48,9 +48,13 @@ class JudgeBackend(Protocol):
 
     def next_token_probs(self, prompts: Sequence[JudgePrompt],
                          candidates: Sequence[str]) -> list[np.ndarray | RowError]:
-        """For each prompt, `[K]` f32: the probability, under the full next-token distribution
-        at the first generated position, of the first token of each of the K candidate strings
-        as it is tokenized right after the prompt (" Yes" after "[/INST]"), 0 where a server's
-        top_logprobs list does not contain it. A format reads its verdict from these numbers
-        alone, so two candidates that share a first token make the row a RowError."""
+        """For each prompt, `[K]` f32: the probability that the judge's answer begins with each
+        of the K candidate words, all of its tokens (as the word is tokenized right after the
+        prompt: " Yes" after "[/INST]", "unsafe" as "un" + "safe" where the vocabulary splits
+        it). A token that only begins a candidate ("un") never stands for the whole word. 0
+        where the word's tokens are not among a server's top log-probs."""
+        ...
+
+    def close(self) -> None:
+        """Releases connections and threads (nothing for a model in this process)."""
         ...

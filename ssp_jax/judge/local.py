@@ -5,6 +5,8 @@ frozen copy of the initial policy.
 Prompts: chat `messages` are rendered with the judge tokenizer's chat template; raw `text` is
 tokenized with its special-token strings parsed. BOS is added where the tokenizer adds one.
 A row whose prompt does not fit the judge cache is a `RowError`, not an error for the batch.
+A candidate answer the vocabulary splits into several tokens is scored as the product of its
+tokens' probabilities (one teacher-forced row per later token).
 """
 
 from __future__ import annotations
@@ -90,54 +92,92 @@ class LocalBackend:
                 out[i] = self.tokenizer.decode(tokens).strip()
         return out
 
-    def candidate_ids(self, text: str, ids: list[int], candidates: Sequence[str]) -> list[int]:
-        """The token each candidate starts with when it follows `text` (tokenized in context,
-        so "Yes" after "[/INST]" becomes the token a model writes there)."""
+    def candidate_pieces(self, text: str, ids: list[int],
+                         candidates: Sequence[str]) -> list[list[int]]:
+        """The tokens each candidate is written as when it follows `text` (tokenized in
+        context, so "Yes" after "[/INST]" becomes the tokens a model writes there)."""
         out = []
         for c in candidates:
             full = self.tokenizer.encode_prompt(text + c)
             if len(full) > len(ids) and full[:len(ids)] == ids:
-                out.append(full[len(ids)])
+                out.append(full[len(ids):])
             else:  # the candidate merged with the prompt's last token
-                out.append(self.tokenizer.encode(c)[0])
+                out.append(self.tokenizer.encode(c))
         return out
 
-    def next_token_probs(self, prompts: Sequence[JudgePrompt],
-                         candidates: Sequence[str]) -> list[np.ndarray | RowError]:
-        """`[K]` f32 per prompt: P(first token of each candidate) at the first answer position,
-        from one prefill forward (no decoding)."""
-        out: list[np.ndarray | RowError] = []
-        rows, cand = [], []
-        for p in prompts:
-            text = self.render(p)
-            ids = self.tokenizer.encode_prompt(text)
-            if len(ids) + 1 > self.max_cache_len:
-                out.append(self._too_long(len(ids), 1))
-                continue
-            tokens = self.candidate_ids(text, ids, candidates)
-            if len(set(tokens)) < len(tokens):
-                out.append(RowError(f"the answers {list(candidates)} share a first token in "
-                                    f"the judge's tokenizer ({self.describe}); this judge "
-                                    "model does not fit the format"))
-            else:
-                out.append(np.zeros(len(candidates), np.float32))
-                rows.append(ids)
-                cand.append(tokens)
-        fit = [i for i, o in enumerate(out) if not isinstance(o, RowError)]
-        for chunk_rows in self._chunks(list(range(len(rows)))):
-            chunk = self._pad([rows[j] for j in chunk_rows])
-            length = bucket_length(max(map(len, chunk)), self.max_cache_len)
-            tokens, mask = left_pad(chunk, length, self.tokenizer.pad_id)
-            ids = np.asarray(self._pad([cand[j] for j in chunk_rows]), np.int32)
+    @staticmethod
+    def _queries(ids: list[int], pieces: list[list[int]]) -> list[tuple[list[int], list[int],
+                                                                         int]]:
+        """(context, targets, candidate) rows whose next-token probabilities multiply to the
+        candidates' word probabilities: the prompt with every first piece (candidate -1), then
+        one row per later piece of candidate i."""
+        rows = [(ids, [p[0] for p in pieces], -1)]
+        for i, p in enumerate(pieces):
+            rows += [(ids + p[:k], [p[k]], i) for k in range(1, len(p))]
+        return rows
+
+    def _query_probs(self, queries: list[tuple[list[int], list[int], int]],
+                     k: int) -> list[np.ndarray | RowError]:
+        """`[k]` f32 per (context, targets) query (targets padded to k): next-token
+        probabilities of the targets after the context, in `batch_size`-row chunks."""
+        out: list[np.ndarray | RowError] = [np.zeros(k, np.float32)] * len(queries)
+        for chunk in self._chunks(list(range(len(queries)))):
+            rows = self._pad([queries[j][0] for j in chunk])
+            length = bucket_length(max(map(len, rows)), self.max_cache_len)
+            tokens, mask = left_pad(rows, length, self.tokenizer.pad_id)
+            targets = [t + [t[0]] * (k - len(t)) for t in (queries[j][1] for j in chunk)]
+            ids = np.asarray(self._pad(targets), np.int32)
             try:
                 probs = to_host(_candidate_probs(self.params, tokens, mask, ids, cfg=self.cfg))
             except Exception as e:  # this chunk's rows fail, the others go on
-                for j in chunk_rows:
-                    out[fit[j]] = RowError(f"{type(e).__name__}: {e} ({self.describe})")
+                for j in chunk:
+                    out[j] = RowError(f"{type(e).__name__}: {e} ({self.describe})")
                 continue
-            for j, p in zip(chunk_rows, probs):
-                out[fit[j]] = np.asarray(p, np.float32)
+            for j, p in zip(chunk, probs):
+                out[j] = np.asarray(p, np.float32)
         return out
+
+    def _prepare(self, prompt: JudgePrompt, candidates: Sequence[str]
+                 ) -> list[tuple[list[int], list[int], int]] | RowError:
+        """The probability queries of one prompt, or why it cannot be judged."""
+        text = self.render(prompt)
+        ids = self.tokenizer.encode_prompt(text)
+        pieces = self.candidate_pieces(text, ids, candidates)
+        longest = max(map(len, pieces))
+        if len(ids) + longest > self.max_cache_len:
+            return self._too_long(len(ids), longest)
+        if any(not p for p in pieces) or len({tuple(p) for p in pieces}) < len(pieces):
+            return RowError(f"the answers {list(candidates)} are not distinct token sequences "
+                            f"in the judge's tokenizer ({self.describe}); this judge model "
+                            "does not fit the format")
+        return self._queries(ids, pieces)
+
+    def next_token_probs(self, prompts: Sequence[JudgePrompt],
+                         candidates: Sequence[str]) -> list[np.ndarray | RowError]:
+        """`[K]` f32 per prompt: P(the answer begins with each candidate word), the product of
+        its tokens' probabilities (teacher-forced prefill forwards, no decoding)."""
+        k = len(candidates)
+        plans = [self._prepare(p, candidates) for p in prompts]
+        queries = [q for plan in plans if not isinstance(plan, RowError) for q in plan]
+        probs = iter(self._query_probs(queries, k))
+        out: list[np.ndarray | RowError] = []
+        for plan in plans:
+            if isinstance(plan, RowError):
+                out.append(plan)
+                continue
+            got = [next(probs) for _ in plan]
+            failed = next((g for g in got if isinstance(g, RowError)), None)
+            if failed is not None:
+                out.append(failed)
+                continue
+            word = got[0].astype(np.float64)
+            for (_, _, i), p in zip(plan[1:], got[1:]):
+                word[i] *= p[0]
+            out.append(word.astype(np.float32))
+        return out
+
+    def close(self) -> None:
+        """Nothing to release: the model's arrays go with the backend."""
 
     def count_tokens(self, prompt: JudgePrompt) -> int:
         """Prompt length in judge tokens (for the cache check at start-up)."""

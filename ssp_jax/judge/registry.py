@@ -39,6 +39,8 @@ class JudgeConfig:
     max_concurrency: int = 8
     max_retries: int = 3
     max_excluded_fraction: float = 0.5
+    batch_timeout_s: float = 300.0
+    min_answer_mass: float = 0.5
     instruction_source: str = "goal"
     scoring: str = "probs"
     llama_guard_version: int = 3
@@ -59,9 +61,9 @@ class JudgeConfig:
 FORMATS: dict[str, Callable[[JudgeConfig], JudgeFormat]] = {
     "rubric": lambda c: Rubric(c.max_tokens),
     "llm": lambda c: Rubric(c.max_tokens),  # the rubric's former name
-    "llama_guard": lambda c: LlamaGuard(c.llama_guard_version),
-    "harmbench": lambda c: HarmBench(),
-    "wildguard": lambda c: WildGuard(),
+    "llama_guard": lambda c: LlamaGuard(c.llama_guard_version, c.min_answer_mass),
+    "harmbench": lambda c: HarmBench(c.min_answer_mass),
+    "wildguard": lambda c: WildGuard(c.min_answer_mass),
     "strongreject": lambda c: StrongReject(c.max_tokens),
 }
 JUDGE_NAMES = ("refusal", *FORMATS)
@@ -88,10 +90,13 @@ def check_judge_config(c: JudgeConfig) -> None:
                          "judge runs in this process or on a server, not both")
     if c.url and not c.remote_model:
         raise ValueError("judge.url needs judge.remote_model, the model name the server serves")
+    if not 0 < c.min_answer_mass <= 1:
+        raise ValueError(f"config field judge.min_answer_mass={c.min_answer_mass!r} must be in "
+                         "(0, 1]")
     if not 0 <= c.max_excluded_fraction <= 1:
         raise ValueError(f"config field judge.max_excluded_fraction={c.max_excluded_fraction!r} "
                          "must be in [0, 1]")
-    for field in ("timeout_s", "max_concurrency", "max_tokens", "batch_size", "max_cache_len"):
+    for field in ("timeout_s", "batch_timeout_s", "max_concurrency", "max_tokens", "batch_size", "max_cache_len"):
         if not getattr(c, field) > 0:
             raise ValueError(f"config field judge.{field}={getattr(c, field)!r} must be > 0")
     if c.max_retries < 0:

@@ -3,7 +3,9 @@
 
 Chat prompts go to `/chat/completions`, raw text prompts (a guard model's own format) to
 `/completions`, always greedy (temperature 0). Probabilities come from the server's log-probs
-at the first generated position: `top_logprobs` for chat, `logprobs: N` for completions.
+at the first generated position: `top_logprobs` for chat, `logprobs: N` for completions. A
+candidate answer counts only where a listed token spells the whole word, after the leading
+space marker is set aside (" Yes", "▁Yes" and "Yes" are one word; "un" is not "unsafe").
 Up to `max_concurrency` requests are in flight at once; each has `timeout_s` and is retried
 `max_retries` times with exponential backoff on connection errors, timeouts, HTTP 408/409/429
 and 5xx. A row that still fails is a `RowError` naming the url and the error: the batch goes on,
@@ -32,20 +34,43 @@ BACKOFF_S = 0.5  # wait before retry k (k = 0, 1, ...) is BACKOFF_S * 2^k, cappe
 MAX_BACKOFF_S = 8.0
 
 
+SPACE_MARKS = (" ", "\u2581", "\u0120")  # a space, SentencePiece's "▁", byte-level BPE's "Ġ"
+MAX_CONTINUATIONS = 4  # tokens that only begin a candidate, followed up per candidate
+
+
+def bare(text: str) -> str:
+    """`text` without one leading space marker (" Yes", "▁Yes", "ĠYes" -> "Yes")."""
+    return text[1:] if text[:1] in SPACE_MARKS else text
+
+
+def word_prob(top: Sequence[tuple[str, float]], word: str, *, spaced: bool = True) -> float:
+    """exp(logprob) summed over the `top` tokens that spell the whole `word`: those whose text
+    is exactly `word`, or where none is and `spaced`, those equal to it once both lose a
+    leading space marker (servers differ in whether they return SentencePiece's "▁" as a
+    space). A token that only begins the word ("un" for "unsafe") never counts."""
+    exact = [lp for t, lp in top if t == word]
+    if exact or not spaced:
+        return float(sum(math.exp(lp) for lp in exact))
+    return float(sum(math.exp(lp) for t, lp in top if t and bare(t) == bare(word)))
+
+
 def candidate_probs(top: Sequence[tuple[str, float]], candidates: Sequence[str]) -> np.ndarray:
-    """`[K]` f32: for each candidate string, exp(logprob) of the server token that is its
-    longest non-empty prefix among the `top` (token text, logprob) pairs; 0 when none is (the
-    server lists only its top alternatives). The longest prefix stands for the candidate's
-    first token, as a greedy tokenizer would split it: exact when the candidates are single
-    tokens of the judge's vocabulary (verdict words such as "safe" / "unsafe", "Yes" / "No");
-    when a candidate's own first token is missing from the list but a shorter prefix of it is
-    listed, that prefix's probability is taken, since token text alone cannot tell them apart."""
-    probs = np.zeros(len(candidates), np.float32)
-    for i, c in enumerate(candidates):
-        matches = [(len(t), lp) for t, lp in top if t and c.startswith(t)]
-        if matches:
-            probs[i] = math.exp(max(matches)[1])
-    return probs
+    """`[K]` f32: `word_prob` of each candidate among the `top` (token text, logprob) pairs;
+    0 when no listed token is the whole candidate."""
+    return np.array([word_prob(top, c) for c in candidates], np.float32)
+
+
+def word_starts(top: Sequence[tuple[str, float]], word: str,
+                spaced: bool = True) -> list[tuple[str, float]]:
+    """(the part of `word` it spells, probability) of the likeliest `top` tokens that spell a
+    proper, non-empty beginning of `word` ("un" of "unsafe"), at most MAX_CONTINUATIONS."""
+    target = bare(word) if spaced else word
+    starts: dict[str, float] = {}
+    for t, lp in sorted(top, key=lambda e: -e[1]):
+        piece = bare(t) if spaced else t
+        if piece and len(piece) < len(target) and target.startswith(piece):
+            starts[piece] = starts.get(piece, 0.0) + math.exp(lp)
+    return list(starts.items())[:MAX_CONTINUATIONS]
 
 
 def _top_of_chat(choice: dict) -> list[tuple[str, float]] | None:
@@ -113,22 +138,32 @@ class RemoteBackend:
 
     def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int) -> list[str | RowError]:
         """Greedy completion of each prompt (stripped of surrounding whitespace)."""
-        def text(choice: dict, chat: bool) -> str:
+        def text(choice: dict, prompt: JudgePrompt) -> str:
+            chat = prompt.messages is not None
             return ((choice["message"]["content"] if chat else choice["text"]) or "").strip()
 
         return self._map(prompts, {"max_tokens": max_tokens, "temperature": 0}, text)
 
     def next_token_probs(self, prompts: Sequence[JudgePrompt],
                          candidates: Sequence[str]) -> list[np.ndarray | RowError]:
-        """`[K]` f32 probabilities of the candidates' first tokens at the first generated
-        position, read from the server's top log-probs (0 where a candidate is not among them);
-        a RowError when the server returns no log-probs."""
-        def probs(choice: dict, chat: bool) -> np.ndarray | RowError:
+        """`[K]` f32 probabilities that the answer begins with each candidate word, read from
+        the server's top log-probs (see `word_prob`; 0 where the word is not among them). For a
+        raw text prompt, a word the server lists only the beginning of ("un" for "unsafe") is
+        followed up: P("un") times P("safe" | prompt + "un") from one more request. A RowError
+        when the server returns no log-probs."""
+        def probs(choice: dict, prompt: JudgePrompt) -> np.ndarray | RowError:
+            chat = prompt.messages is not None
             top = _top_of_chat(choice) if chat else _top_of_completion(choice)
             if top is None:
-                return RowError(f"judge server {self.url} ({self.model}) returned no logprobs; "
-                                "use a server that offers logprobs or a text-parsing format")
-            return candidate_probs(top, candidates)
+                return self._no_logprobs()
+            found = candidate_probs(top, candidates)
+            for i, word in enumerate(candidates):
+                if found[i] == 0 and not chat:
+                    p = self._continued(prompt.text, top, word, spaced=True)
+                    if isinstance(p, RowError):
+                        return p
+                    found[i] = p
+            return found
 
         def body(chat: bool) -> dict:
             return {"max_tokens": 1, "temperature": 0, "logprobs": True,
@@ -137,10 +172,39 @@ class RemoteBackend:
 
         return self._map(prompts, body, probs)
 
+    def _no_logprobs(self) -> RowError:
+        return RowError(f"judge server {self.url} ({self.model}) returned no logprobs; use a "
+                        "server that offers logprobs or a text-parsing format")
+
+    def _continued(self, text: str, top: Sequence[tuple[str, float]], word: str, *,
+                   spaced: bool) -> float | RowError:
+        """P(the answer after `text` is `word`) through the `top` tokens that spell only a
+        beginning of it: each one's probability times that of the rest after it."""
+        lead = word[:len(word) - len(bare(word))] if spaced else ""
+        rest = bare(word) if spaced else word
+        total = 0.0
+        for piece, p in word_starts(top, word, spaced):
+            prompt = text + lead + piece
+            answer = self._post("/completions", {"model": self.model, "prompt": prompt,
+                                                 "max_tokens": 1, "temperature": 0,
+                                                 "logprobs": TOP_LOGPROBS})
+            if isinstance(answer, RowError):
+                return answer
+            after = _top_of_completion(answer["choices"][0])
+            if after is None:
+                return self._no_logprobs()
+            remainder = rest[len(piece):]
+            q = word_prob(after, remainder, spaced=False) or \
+                self._continued(prompt, after, remainder, spaced=False)
+            if isinstance(q, RowError):
+                return q
+            total += p * q
+        return total
+
     def _map(self, prompts: Sequence[JudgePrompt], extra: dict | Callable[[bool], dict],
-             read: Callable[[dict, bool], Any]) -> list:
+             read: Callable[[dict, JudgePrompt], Any]) -> list:
         """Sends every prompt (concurrently) and reads each first choice with `read(choice,
-        is_chat)`; failures of any kind become RowErrors."""
+        prompt)`; failures of any kind become RowErrors."""
         def one(prompt: JudgePrompt) -> Any:
             chat = prompt.messages is not None
             fields = extra(chat) if callable(extra) else extra
@@ -152,7 +216,7 @@ class RemoteBackend:
             if isinstance(answer, RowError):
                 return answer
             try:
-                return read(answer["choices"][0], chat)
+                return read(answer["choices"][0], prompt)
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 return RowError(f"judge server {self.url}{path} ({self.model}): unexpected "
                                 f"answer ({type(e).__name__}: {e}): {str(answer)[:300]}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import re
 from typing import ClassVar, Sequence
 
 import numpy as np
@@ -51,15 +52,22 @@ class JudgeFormat(abc.ABC):
 
 
 class ProbabilityFormat(JudgeFormat):
-    """Verdict from P(candidate first tokens) at the first answer position.
+    """Verdict from P(the answer begins with each candidate word) at the first answer position.
 
     `candidates` are the answer strings as they would follow the prompt; `from_probs` maps
-    their probabilities `[K]` to a verdict. `text_tokens` bounds the decoded verdict for
-    `scoring="text"`.
+    their probabilities `[K]` to a verdict. A row whose candidates together get less than
+    `min_answer_mass` is excluded: the judge is mostly saying something else, and how it splits
+    the rest between the answers is noise (see `judge.min_answer_mass`). `text_tokens` bounds
+    the decoded verdict for `scoring="text"`.
     """
 
     candidates: ClassVar[tuple[str, ...]]
     text_tokens: ClassVar[int] = 8
+
+    def __init__(self, min_answer_mass: float):
+        if not 0 < min_answer_mass <= 1:
+            raise ValueError(f"min_answer_mass must be in (0, 1], got {min_answer_mass}")
+        self.min_answer_mass = min_answer_mass
 
     @abc.abstractmethod
     def from_probs(self, probs: np.ndarray) -> Outcome:
@@ -111,11 +119,21 @@ def parse_or_error(parse, text: str | RowError) -> Outcome:
     return verdict
 
 
-def binary_verdict(p_yes: float, p_no: float, yes: str, no: str) -> Outcome:
-    """S = 1 + 4·P(yes), P(yes) = p_yes / (p_yes + p_no); a RowError when the judge puts no
-    probability on either answer (it is not answering in the format)."""
+def binary_verdict(p_yes: float, p_no: float, yes: str, no: str,
+                   min_mass: float) -> Outcome:
+    """S = 1 + 4·P(yes), P(yes) = p_yes / (p_yes + p_no); a RowError when the two answers
+    together get less than `min_mass` (the judge is not answering in the format)."""
     mass = p_yes + p_no
-    if not mass > 0:
-        return RowError(f"the judge gave neither {yes!r} nor {no!r} any probability")
+    if not mass >= min_mass:
+        return RowError(f"the judge gave {yes!r} and {no!r} together probability {mass:.4f}, "
+                        f"under judge.min_answer_mass={min_mass}: it is not answering in the "
+                        "format")
     p = p_yes / mass
     return Verdict(1.0 + 4.0 * p, f"P({yes})={p:.3f} (answer mass {mass:.3f})")
+
+
+def first_word(text: str) -> str:
+    """The first whitespace- or punctuation-delimited word of `text`, lower-cased ("" if
+    none): "Yes." -> "yes", "Not an instance" -> "not", "safety unclear" -> "safety"."""
+    match = re.match(r"\s*([A-Za-z]+)(?!\w)", text)
+    return match.group(1).lower() if match else ""

@@ -45,7 +45,7 @@ class WildGuard(ProbabilityFormat):
 
     def from_probs(self, probs: np.ndarray) -> Outcome:
         return binary_verdict(float(probs[0]), float(probs[1]), "harmful response: yes",
-                              "harmful response: no")
+                              "harmful response: no", self.min_answer_mass)
 
     def parse(self, text: str) -> Verdict | None:
         match = _ANSWER_RE.search(text)
@@ -71,6 +71,12 @@ class WildGuard(ProbabilityFormat):
             for i, p in zip(live, probs):
                 if isinstance(p, RowError):
                     errors[i] = p
+                    continue
+                if not p[0] + p[1] >= self.min_answer_mass:  # no answer to write back
+                    errors[i] = RowError(
+                        f"the judge gave 'yes' and 'no' after {QUESTIONS[step - 1]!r} together "
+                        f"probability {p[0] + p[1]:.4f}, under judge.min_answer_mass="
+                        f"{self.min_answer_mass}: it is not answering in the format")
                     continue
                 answer = "yes" if p[0] >= p[1] else "no"
                 answers[i].append(answer)
