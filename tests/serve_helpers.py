@@ -59,8 +59,8 @@ def free_port() -> int:
 
 
 def _wait_until_up(url: str, process: subprocess.Popen | None = None,
-                   thread: threading.Thread | None = None, log: pathlib.Path | None = None
-                   ) -> None:
+                   thread: threading.Thread | None = None, log: pathlib.Path | None = None,
+                   api_key: str | None = None) -> None:
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -69,7 +69,8 @@ def _wait_until_up(url: str, process: subprocess.Popen | None = None,
         if thread is not None and not thread.is_alive():
             raise RuntimeError("the stub server thread ended")
         try:
-            if httpx2.get(f"{url}/models", timeout=2).status_code == 200:
+            headers = {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+            if httpx2.get(f"{url}/models", timeout=2, headers=headers).status_code == 200:
                 return
         except httpx2.HTTPError:
             pass
@@ -78,9 +79,10 @@ def _wait_until_up(url: str, process: subprocess.Popen | None = None,
 
 
 @contextlib.contextmanager
-def serve_process(log: pathlib.Path, *args: str) -> Iterator[str]:
+def serve_process(log: pathlib.Path, *args: str, api_key: str | None = None) -> Iterator[str]:
     """Runs `python -m ssp_jax.serve ARGS --host 127.0.0.1 --port P` (output to `log`); yields
-    `http://127.0.0.1:P/v1` once `/v1/models` answers, and stops the process afterwards."""
+    `http://127.0.0.1:P/v1` once `/v1/models` answers (to `api_key` when given), and stops the
+    process afterwards."""
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -90,7 +92,7 @@ def serve_process(log: pathlib.Path, *args: str) -> Iterator[str]:
              str(port)], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     try:
-        _wait_until_up(url, process=process, log=log)
+        _wait_until_up(url, process=process, log=log, api_key=api_key)
         yield url
     finally:
         process.terminate()

@@ -58,8 +58,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    f"[{DEFAULT_MAX_NUM_SEQS}]")
     p.add_argument("--max-tokens-in-flight", type=int, default=None,
                    help="KV-cache tokens of a running batch (padding rows included); a "
-                   "request needing more gets 400 [the larger of --max-cache-len and a cache "
-                   "the size of the parameters]")
+                   "request needing more gets 400 [the larger of one full-length row and a "
+                   "cache the size of the parameters]")
     p.add_argument("--prefill-chunk", type=int, default=DEFAULT_PREFILL_CHUNK,
                    help=f"prompt tokens prefilled per step [{DEFAULT_PREFILL_CHUNK}]")
     p.add_argument("--max-rows-per-request", type=int, default=_LIMITS.max_rows,

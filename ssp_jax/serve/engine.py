@@ -13,6 +13,7 @@ raises `QueueFull` past it: HTTP 429), and a batch's KV cache holds at most
 `max_tokens_in_flight` tokens (rows x cache slots, padding rows included); a request that
 alone needs more is refused (`ValueError`). The default budget is the larger of one
 full-length row and a KV cache as large as the model's parameters (`default_token_budget`).
+Queued requests hold only their token ids.
 A prefill's transient memory is bounded by its chunk: scores `[rows, heads, chunk, slots]`.
 """
 
@@ -133,11 +134,13 @@ def kv_bytes_per_token(cfg: ModelConfig) -> int:
     return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * itemsize
 
 
-def default_token_budget(cfg: ModelConfig, params: Params, max_cache_len: int) -> int:
+def default_token_budget(cfg: ModelConfig, params: Params, max_cache_len: int,
+                         prefill_chunk: int) -> int:
     """Tokens of KV cache in flight by default: a cache as large as the parameters, and at
-    least one row of `max_cache_len` (SmolLM2-135M in float32: about 11,700 tokens)."""
+    least one full-length row (`max_cache_len` plus a chunk of prompt padding). SmolLM2-135M
+    in float32: about 11,700 tokens (540 MB of cache)."""
     param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
-    return max(max_cache_len, param_bytes // kv_bytes_per_token(cfg))
+    return max(max_cache_len + prefill_chunk, param_bytes // kv_bytes_per_token(cfg))
 
 
 def prompt_slots(prompt_len: int, new_tokens: int, max_cache_len: int, chunk: int) -> int:
@@ -173,7 +176,7 @@ class Engine:
         self.max_cache_len = max_cache_len or cfg.max_position_embeddings
         self.max_num_seqs, self.prefill_chunk, self.segment = max_num_seqs, prefill_chunk, segment
         self.max_tokens_in_flight = max_tokens_in_flight or default_token_budget(
-            cfg, params, self.max_cache_len)
+            cfg, params, self.max_cache_len, prefill_chunk)
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._backlog: list[_Request] = []
         self._stopping = False
@@ -185,6 +188,12 @@ class Engine:
         self.peak_tokens_in_flight = 0
         self._worker = threading.Thread(target=self._loop, name="ssp-serve-engine", daemon=True)
         self._worker.start()
+
+    @property
+    def sequences(self) -> int:
+        """Sequences (requests x n) queued or running now."""
+        with self._lock:
+            return self._sequences
 
     def cache_tokens(self, prompt_len: int, sampling: Sampling) -> int:
         """KV-cache tokens a request takes in a batch (its n rows)."""
