@@ -237,6 +237,61 @@ def test_readme_walks_train_fetch_evaluate_chat_serve_in_that_order():
     assert positions == sorted(positions), modules
 
 
+def _anchor(heading: str) -> str:
+    """GitHub's anchor for a markdown heading: lower case, punctuation dropped, spaces -> '-'."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_readme_and_docs_links_reach_existing_files_and_headings():
+    pages = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) > 1, "docs/ has no pages"
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve() if path else page
+            headings = ([_anchor(h) for h in re.findall(r"^#+ (.+)$", linked.read_text(), re.M)]
+                        if linked.is_file() and linked.suffix == ".md" else [])
+            if not linked.exists() or (anchor and anchor not in headings):
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
+
+
+def _help_text(module: str, subcommand: str | None) -> str:
+    """`python -m MODULE [SUBCOMMAND] --help` output (absl's `--helpfull` for main, which
+    exits 1 after printing it)."""
+    absl = module == "ssp_jax.main"
+    args = [sys.executable, "-m", module, *([subcommand] if subcommand else []),
+            "--helpfull" if absl else "--help"]
+    env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == (1 if absl else 0), f"{args[1:]} failed:\n{proc.stderr[-2000:]}"
+    return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_docs_commands_use_only_flags_their_command_has():
+    """The docs' commands are not run (some need SmolLM2 for an hour, a guard model or a GPU),
+    but every flag they give must be one that `--help` lists."""
+    used: dict[tuple[str, str | None], set[str]] = {}
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        for command in (c for b in bash_blocks(page.read_text()) for c in block_commands(b)):
+            if (module := module_of(command)) is None or not module.startswith("ssp_jax."):
+                continue
+            words = command.split()
+            subcommand = words[3] if len(words) > 3 and not words[3].startswith("-") else None
+            flags = set(re.findall(r"(?<![\w-])--[a-z][\w-]*(?![\w.])", command))
+            used.setdefault((module, subcommand), set()).update(flags)
+    assert ("ssp_jax.evaluate", None) in used, "docs name no evaluate command"
+    unknown = []
+    for (module, subcommand), flags in used.items():
+        listed = set(re.findall(r"--[a-z][\w-]*", _help_text(module, subcommand)))
+        unknown += [" ".join(filter(None, (module, subcommand, f))) for f in sorted(flags - listed)]
+    assert not unknown, unknown
+
+
 def test_ci_runs_the_readme_test_command_verbatim():
     test_commands = [c for b in bash_blocks(README.read_text()) for c in block_commands(b)
                      if c.endswith("python -m pytest -q")]
