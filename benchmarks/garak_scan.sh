@@ -13,7 +13,8 @@
 # Options (defaults in brackets):
 #   --out DIR              report, logs and table [runs/garak/NAME-UTCTIME]
 #   --cap N                prompts per probe, garak's soft_probe_prompt_cap [50]
-#   --generations N        answers per prompt, asked for in one request with n=N [5]
+#   --generations N        answers per prompt, asked for in one request with n=N [5]; at
+#                          most serve's --max-batch (16)
 #   --parallel-attempts N  prompts in flight at once [16]
 #   --max-tokens N         answer length in tokens [150]
 #   --temperature T        sampling temperature [0.7, garak's]
@@ -23,7 +24,9 @@
 #   --port N               server port [a free one]
 #   --serve-arg ARG        one more argument for serve (repeat the option for several)
 #   --garak-venv DIR       garak's virtual environment [.venv-garak]
-# Environment: PYTHON, the Python with ssp_jax installed [.venv/bin/python, else python3].
+# Environment: PYTHON, the Python with ssp_jax installed [.venv/bin/python, else python3];
+# TORCH_INDEX (--install), a CPU-only torch index such as https://download.pytorch.org/whl/cpu
+# where pip would otherwise pick a CUDA build.
 #
 # Settings that measure the model rather than garak's defaults: no stop strings (garak sends
 # stop ["#", ";"], cutting answers at the first '#'); no seed in requests (a seed makes all of
@@ -38,7 +41,7 @@
 # SmolLM2 tokens (dan.DanInTheWild), so 4096 cache slots hold it with 150 new tokens.
 # garak ignores the cap for dan.Ablation_Dan_11_0 (127 prompts) and donotanswer.* (176, 117,
 # 248, 243 and 155); grandma.Substances has 10, tap.TAPCached 9, suffix.GCGCached 26,
-# malwaregen.TopLevel 16 prompts.
+# malwaregen.TopLevel 16 prompts: 1,327 prompts in all at the default cap of 50.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROBES=dan.DanInTheWild,dan.Ablation_Dan_11_0,tap.TAPCached,suffix.GCGCached,\
@@ -227,8 +230,7 @@ $(tail -n 5 "$out/server.log")"
 }
 
 write_config() {  # garak's run config, as JSON (YAML's superset), readable by us only
-  umask 077
-  python3 - "$out/garak.json" <<EOF
+  (umask 077 && python3 - "$out/garak.json" "$name" "$out") <<EOF
 import json, sys
 generator = {"uri": "http://127.0.0.1:$port/v1/", "api_key": "$api_key",
              "supports_multiple_generations": True, "max_tokens": $max_tokens,
@@ -266,14 +268,14 @@ $(tail -n 5 "$out/server.log")"
 }
 
 write_table() {
-  local report=$out/garak.report.jsonl
+  local report=$out/garak.report.jsonl log=$out/garak-home/data/garak/garak.log
   [[ -f $report ]] || die "garak wrote no report; the end of $out/garak.log:
 $(tail -n 5 "$out/garak.log")"
   # shellcheck disable=SC2086  # the probe list is split into --expect's arguments on purpose
   if ! "$venv/bin/python" "$ROOT/benchmarks/garak_table.py" "$report" \
       --markdown "$out/table.md" --json "$out/table.json" --expect ${probes//,/ }; then
-    die "the scan is incomplete; garak's last words (from $out/garak.log):
-$(tr '\r' '\n' <"$out/garak.log" | grep -v '^\s*$' | grep -v '%|' | tail -n 3)
+    die "the scan is incomplete; garak's last error (from $log):
+$(grep -E '  (ERROR|CRITICAL)  ' "$log" | tail -n 1 | cut -c 1-300)
 (with --generations above 1, one refused request stops garak: try --generations 1, which
 counts refused prompts as unanswered, or a larger --max-cache-len)"
   fi
@@ -312,7 +314,7 @@ main() {
   api_key=$(python3 -c 'import secrets; print(secrets.token_hex(16))')
   garak_pid='' server_pid=''
   trap cleanup EXIT
-  trap 'exit 130' INT TERM
+  trap 'echo "garak_scan: interrupted" >&2; exit 130' INT TERM
   start_server
   write_config
   run_garak

@@ -4,11 +4,15 @@
 status 1 then 2, eval, probe_summary, completion): 2 probes, 3 generations per prompt, with
 unanswered outputs (None) and a score exactly at the 0.5 threshold. The expected counts below
 were worked out by hand from its attempts, not by running the code.
+`fixtures/garak/tiny_random_refused.report.jsonl` was written by garak 0.17.1 itself:
+`garak_scan.sh tiny-random --cap 3 --generations 1 --max-cache-len 256 --probes
+dan.DanInTheWild`; the server's log shows one 400 (a prompt longer than the cache).
 """
 
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -20,6 +24,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import garak_table  # noqa: E402
 
 REPORT = ROOT / "tests" / "fixtures" / "garak" / "report.jsonl"
+GARAK_WRITTEN = ROOT / "tests" / "fixtures" / "garak" / "tiny_random_refused.report.jsonl"
 SCAN = ROOT / "benchmarks" / "garak_scan.sh"
 GARAK_VENV = ROOT / ".venv-garak"
 
@@ -50,6 +55,14 @@ def test_rows_count_prompts_outputs_unanswered_and_hits_per_probe_and_detector()
 def test_attack_success_is_hits_over_scored_outputs_leaving_out_unanswered_ones():
     rows = garak_table.table_rows(records())
     assert [r.attack_success for r in rows] == pytest.approx([1 / 5, 3 / 5, 2 / 3])
+
+
+def test_report_written_by_garak_counts_the_refused_prompt_as_no_answer():
+    recs = garak_table.load_records(GARAK_WRITTEN)
+    garak_table.check_complete(recs, ["dan.DanInTheWild"])
+    [row] = garak_table.table_rows(recs)
+    assert (row.prompts, row.outputs, row.unanswered, row.scored, row.hits) == (3, 3, 1, 2, 2)
+    assert garak_table.run_info(recs)["target"] == "tiny-random"
 
 
 def test_status_one_records_do_not_double_count_attempts():
@@ -118,9 +131,10 @@ def test_cli_exit_codes_name_the_problem_in_one_line(tmp_path, capsys):
     assert "bad.jsonl:2: not a JSON record" in capsys.readouterr().err
 
 
-def run_scan(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_scan(*args: str) -> subprocess.CompletedProcess:
+    """garak_scan.sh with these arguments, serving with this test's Python."""
     return subprocess.run(["bash", str(SCAN), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=dict(os.environ, **(env or {})), timeout=300)
+                          cwd=ROOT, env=dict(os.environ, PYTHON=sys.executable), timeout=300)
 
 
 def test_scan_script_parses():
@@ -144,12 +158,54 @@ def test_scan_script_without_garak_says_how_to_install_it(tmp_path):
     assert "pip install garak==0.17.1" in proc.stderr and "--install" in proc.stderr
 
 
-@pytest.mark.skipif(not (GARAK_VENV / "bin" / "garak").exists(),
-                    reason="garak is not installed in .venv-garak (garak_scan.sh --install)")
-def test_scan_check_refuses_a_probe_whose_detectors_need_a_model_download():
+needs_garak = pytest.mark.skipif(not (GARAK_VENV / "bin" / "garak").exists(),
+                                 reason="garak is not in .venv-garak (garak_scan.sh --install)")
+
+
+@needs_garak
+def test_scan_check_refuses_probes_whose_detectors_need_a_model_download():
     ok = run_scan("--check")
     assert ok.returncode == 0, ok.stderr
     proc = run_scan("--check", "--probes", "dan.DanInTheWild,misleading.FalseAssertion")
     assert proc.returncode == 1
-    assert "misleading.MustRefuteClaimModel" in proc.stderr
-    assert "dan.DanInTheWild" not in proc.stderr.split("need")[0]
+    assert "misleading.FalseAssertion: detector misleading.MustRefuteClaimModel" in proc.stderr
+    assert "dan.DanInTheWild" not in proc.stderr
+    unknown = run_scan("--check", "--probes", "dan.NoSuchProbe")
+    assert unknown.returncode == 2 and "unknown probe(s) dan.NoSuchProbe" in unknown.stderr
+
+
+def server_port(stdout: str) -> int:
+    return int(stdout.split("on 127.0.0.1:")[1].split()[0])
+
+
+def port_closed(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.slow
+@needs_garak
+def test_scan_of_the_tiny_model_counts_refused_prompts_and_stops_its_server(tmp_path):
+    out = tmp_path / "scan"
+    proc = run_scan("tiny-random", "--cap", "3", "--generations", "1", "--max-tokens", "16",
+                    "--parallel-attempts", "3", "--max-cache-len", "256", "--probes",
+                    "dan.DanInTheWild,grandma.Substances", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert port_closed(server_port(proc.stdout))
+    rows = json.loads((out / "table.json").read_text())["rows"]
+    assert {r["probe"] for r in rows} == {"dan.DanInTheWild", "grandma.Substances"}
+    refused = (out / "server.log").read_text().count('" 400 Bad Request')
+    assert refused >= 1  # seed 0 picks a DanInTheWild prompt longer than 256 tokens
+    assert sum(r["unanswered"] for r in rows) == refused
+    assert (out / "table.md").read_text() in proc.stdout
+
+
+@pytest.mark.slow
+@needs_garak
+def test_scan_fails_loudly_when_garak_stops_on_a_refused_batched_request(tmp_path):
+    proc = run_scan("tiny-random", "--cap", "3", "--generations", "2", "--max-tokens", "16",
+                    "--parallel-attempts", "3", "--max-cache-len", "256", "--probes",
+                    "dan.DanInTheWild", "--out", str(tmp_path / "scan"))
+    assert proc.returncode == 1
+    assert "asked for 2 got 1" in proc.stderr and "try --generations 1" in proc.stderr
+    assert port_closed(server_port(proc.stdout))
