@@ -203,13 +203,16 @@ print(s.getsockname()[1])'
 
 start_server() {
   # The key reaches serve through its environment (SSP_API_KEY), not its command line. The
-  # KV-cache budget, max(4, generations) x max-cache-len tokens, admits any one request of
-  # n = --generations rows (a refused request would stop garak, see the top of this script)
-  # and leaves room to batch; --serve-arg --max-tokens-in-flight=N overrides it.
+  # KV-cache budget admits any one request of n = --generations rows (a refused request
+  # would stop garak, see the top of this script) and leaves room to batch: max(4, n) rows of
+  # max-cache-len + 256 + 2 x max-tokens slots, as serve rounds a prompt up to whole prefill
+  # chunks (256) and max_tokens up to its bucket (at most 1.5x); with the defaults a
+  # 3,445-token prompt at n = 5 needs 21,440 of 23,260. --serve-arg --max-tokens-in-flight=N
+  # overrides it.
   local py=${PYTHON:-}
   [[ -n $py ]] || { [[ -x $ROOT/.venv/bin/python ]] && py=$ROOT/.venv/bin/python || py=python3; }
   local what=(--model "$target") budget=$((generations > 4 ? generations : 4))
-  budget=$((budget * max_cache_len))
+  budget=$((budget * (max_cache_len + 256 + 2 * max_tokens)))
   [[ -f $target/meta/metadata ]] && what=(--checkpoint "$target")
   echo "serving $target as '$name' on 127.0.0.1:$port (log: $out/server.log)"
   (cd "$ROOT" && SSP_API_KEY=$api_key exec "$py" -m ssp_jax.serve "${what[@]}" \
