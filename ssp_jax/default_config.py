@@ -85,7 +85,8 @@ def get_config() -> ml_collections.ConfigDict:
         micro_batches=1,  # gradient accumulation slices per step
     )
     c.judge = dict(
-        # refusal | rubric (alias llm) | llama_guard | harmbench | wildguard | strongreject
+        # refusal | rubric (alias llm) | llama_guard | harmbench (the Llama-2-13b classifier) |
+        # harmbench_mistral (the Mistral-7b one) | wildguard | strongreject
         name="refusal",
         model="",  # judge model (any model.spec, e.g. a guard model's folder); "" = frozen policy
         url="",  # OpenAI-compatible judge server, http://HOST:PORT/v1 (instead of judge.model)
@@ -103,7 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
         min_answer_mass=0.5,
         instruction_source="goal",  # goal | attack: the request shown to a model-based judge
         scoring="probs",  # probs: verdict from answer-token probabilities | text: decode, parse
-        llama_guard_version=3,  # 3 | 4: header tokens of the llama_guard prompt
+        llama_guard_version=3,  # 3 | 4: category names in llama_guard reasons
         max_tokens=128,  # decoded verdict length (rubric, strongreject)
         batch_size=16,  # judge rows per forward / sampler call
         max_cache_len=1024,  # judge KV-cache slots: longest judge prompt + verdict
