@@ -20,7 +20,7 @@ import pytest
 
 from serve_helpers import (CONVERSATIONS, MODEL, RAW_PROMPT, REPO, app_in_thread,
                            serve_process, tiny)  # noqa: F401 (tiny: a fixture)
-from ssp_jax.serve import Engine, Sampling, create_app
+from ssp_jax.serve import Engine, create_app
 
 KEY = "sekret-key"
 MAX_NUM_SEQS, MAX_ROWS, MAX_TOKENS, MAX_BODY = 4, 6, 64, 20_000
@@ -169,22 +169,6 @@ def test_a_disconnected_client_leaves_the_batch_and_the_queue(tiny):
     assert engine.counters["cancelled_queued"] == 1
     assert engine.batch_sizes == [1]  # the queued request never ran
     assert engine.counters["decode_steps"] < 900
-
-
-def test_tokens_reach_the_listener_segment_by_segment(tiny):
-    cfg, params, tokenizer = tiny
-    engine = Engine(cfg, params, tokenizer, segment=3)
-    pieces = []
-    try:
-        job = engine.submit(tokenizer.encode_chat(CONVERSATIONS[0]),
-                            Sampling(max_tokens=10, temperature=0),
-                            lambda g, piece: pieces.append((g, list(piece.tokens), job.done())))
-        sample = job.result(timeout=600)[0]
-    finally:
-        engine.close()
-    assert [len(tokens) for _, tokens, _ in pieces] == [3, 3, 3, 1]
-    assert sum((tokens for _, tokens, _ in pieces), []) == sample.tokens
-    assert not any(done for *_, done in pieces)  # each piece came before the answer ended
 
 
 def test_tokenization_runs_in_the_thread_pool(tiny):

@@ -44,7 +44,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="parameter and compute dtype for --model (a checkpoint keeps its own)")
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
-                   help=f"requests must send 'Authorization: Bearer KEY' (default: ${API_KEY_ENV})")
+                   help="requests must send 'Authorization: Bearer KEY' "
+                   f"(default: ${API_KEY_ENV})")
     p.add_argument("--allow-unauthenticated", action="store_true",
                    help="serve a non-loopback --host without an API key")
     p.add_argument("--max-batch", type=int, default=16,

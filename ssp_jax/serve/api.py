@@ -298,18 +298,109 @@ def _sse(payload: dict | str) -> str:
     return f"data: {data}\n\n"
 
 
+class _Handlers:
+    """The endpoints of one app: checks, tokenization in the thread pool, generation."""
+
+    def __init__(self, engine: Engine, model_name: str, limits: ServerLimits) -> None:
+        self.engine, self.model_name, self.limits = engine, model_name, limits
+        self.tokenizer = engine.tokenizer
+        self.pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="ssp-serve-text")
+        self.created = int(time.time())
+
+    async def blocking(self, fn, *args):
+        """`fn(*args)` in the thread pool, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    def check(self, name: str, rows: int, max_tokens: int) -> None:
+        if name != self.model_name:
+            raise APIError(404, f"the model {name!r} does not exist; this server serves "
+                           f"{self.model_name!r}", param="model", code="model_not_found")
+        if rows > self.limits.max_rows:
+            raise APIError(400, f"the request asks for {rows} sequences (prompts x n), more "
+                           f"than the server's limit of {self.limits.max_rows}", param="n")
+        if max_tokens > self.limits.max_tokens:
+            raise APIError(400, f"max_tokens {max_tokens} is more than the server's limit of "
+                           f"{self.limits.max_tokens}", param="max_tokens")
+
+    async def models(self) -> dict:
+        return {"object": "list", "data": [{"id": self.model_name, "object": "model",
+                                            "created": self.created, "owned_by": "ssp_jax"}]}
+
+    async def chat(self, request: ChatRequest, http: fastapi.Request):
+        wanted = next((m for m in (request.max_completion_tokens, request.max_tokens)
+                       if m is not None), None)
+        self.check(request.model, request.n, wanted or 0)
+        if request.stream and request.logprobs:
+            raise APIError(400, "logprobs are not supported with stream=true", param="logprobs")
+        try:
+            prompt = await self.blocking(self.tokenizer.encode_chat, [
+                {"role": m.role, "content": _text_of(m)} for m in request.messages])
+        except Exception as e:  # noqa: BLE001 - a template error is the request's fault
+            raise APIError(400, f"cannot apply the chat template: {e}",
+                           param="messages") from None
+        top = (request.top_logprobs or 0) if request.logprobs else None
+        max_tokens = wanted or max(1, min(DEFAULT_CHAT_MAX_TOKENS,
+                                          self.engine.max_cache_len - len(prompt)))
+        run = Generation(self.engine, self.pool, _stops(request.stop))
+        run.start([prompt], Sampling(max_tokens, request.temperature, request.top_p,
+                                     request.seed, request.n, top))
+        reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
+                 "model": self.model_name}
+        if request.stream:
+            usage = bool((request.stream_options or {}).get("include_usage"))
+            return StreamingResponse(_chat_stream(run, reply, len(prompt), request.n, usage),
+                                     media_type="text/event-stream")
+        await _drain(run, http)
+        choices = []
+        for g, (stream, sample) in enumerate(zip(run.streams[0], run.samples[0])):
+            logprobs = await self.blocking(chat_logprobs, self.tokenizer, prompt, sample,
+                                           stream.num_tokens) if request.logprobs else None
+            choices.append({"index": g, "message": {"role": "assistant", "content": stream.text},
+                            "logprobs": logprobs, "finish_reason": _reason(stream, sample)})
+        return {**reply, "object": "chat.completion", "choices": choices,
+                "usage": _usage(len(prompt), run.completion_tokens)}
+
+    async def completions(self, request: CompletionRequest, http: fastapi.Request):
+        raw = request.prompt
+        batch = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else raw
+        self.check(request.model, len(batch) * request.n, request.max_tokens)
+        if request.echo:
+            raise APIError(400, "echo=true is not supported", param="echo")
+        if request.stream and request.logprobs is not None:
+            raise APIError(400, "logprobs are not supported with stream=true", param="logprobs")
+        if not batch:
+            raise APIError(400, "prompt is an empty list", param="prompt")
+        prompts = await self.blocking(lambda: [self.tokenizer.encode_prompt(p)
+                                               if isinstance(p, str) else list(p) for p in batch])
+        run = Generation(self.engine, self.pool, _stops(request.stop))
+        run.start(prompts, Sampling(request.max_tokens, request.temperature, request.top_p,
+                                    request.seed, request.n, request.logprobs))
+        reply = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+                 "created": int(time.time()), "model": self.model_name}
+        prompt_tokens = sum(map(len, prompts))
+        if request.stream:
+            usage = bool((request.stream_options or {}).get("include_usage"))
+            return StreamingResponse(_completion_stream(run, reply, prompt_tokens, usage),
+                                     media_type="text/event-stream")
+        await _drain(run, http)
+        choices = []
+        for i, prompt in enumerate(prompts):
+            for stream, sample in zip(run.streams[i], run.samples[i]):
+                logprobs = None if request.logprobs is None else await self.blocking(
+                    completion_logprobs, self.tokenizer, prompt, sample, stream.num_tokens)
+                choices.append({"index": len(choices), "text": stream.text,
+                                "logprobs": logprobs, "finish_reason": _reason(stream, sample)})
+        return {**reply, "choices": choices,
+                "usage": _usage(prompt_tokens, run.completion_tokens)}
+
+
 def create_app(engine: Engine, model_name: str, *, api_key: str | None = None,
                limits: ServerLimits = ServerLimits()) -> fastapi.FastAPI:
     """The FastAPI application serving `engine` under the model id `model_name`; with
     `api_key`, every request must carry it as a bearer token."""
     app = fastapi.FastAPI(title="ssp_jax serve")
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=limits.max_body_bytes)
-    tokenizer = engine.tokenizer
-    pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="ssp-serve-text")
-    created = int(time.time())
-
-    async def blocking(fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+    handlers = _Handlers(engine, model_name, limits)
 
     @app.exception_handler(APIError)
     async def api_error(_: fastapi.Request, e: APIError) -> JSONResponse:
@@ -323,92 +414,9 @@ def create_app(engine: Engine, model_name: str, *, api_key: str | None = None,
                              for err in e.errors())
         return await api_error(_, APIError(400, f"invalid request: {problems}"))
 
-    def check(name: str, rows: int, max_tokens: int) -> None:
-        if name != model_name:
-            raise APIError(404, f"the model {name!r} does not exist; this server serves "
-                           f"{model_name!r}", param="model", code="model_not_found")
-        if rows > limits.max_rows:
-            raise APIError(400, f"the request asks for {rows} sequences (prompts x n), more "
-                           f"than the server's limit of {limits.max_rows}", param="n")
-        if max_tokens > limits.max_tokens:
-            raise APIError(400, f"max_tokens {max_tokens} is more than the server's limit of "
-                           f"{limits.max_tokens}", param="max_tokens")
-
-    @app.get("/v1/models")
-    async def models() -> dict:
-        return {"object": "list", "data": [{"id": model_name, "object": "model",
-                                            "created": created, "owned_by": "ssp_jax"}]}
-
-    @app.post("/v1/chat/completions")
-    async def chat(request: ChatRequest, http: fastapi.Request):
-        wanted = next((m for m in (request.max_completion_tokens, request.max_tokens)
-                       if m is not None), None)
-        check(request.model, request.n, wanted or 0)
-        if request.stream and request.logprobs:
-            raise APIError(400, "logprobs are not supported with stream=true", param="logprobs")
-        try:
-            prompt = await blocking(tokenizer.encode_chat, [
-                {"role": m.role, "content": _text_of(m)} for m in request.messages])
-        except Exception as e:  # noqa: BLE001 - a template error is the request's fault
-            raise APIError(400, f"cannot apply the chat template: {e}",
-                           param="messages") from None
-        top = (request.top_logprobs or 0) if request.logprobs else None
-        max_tokens = wanted or max(1, min(DEFAULT_CHAT_MAX_TOKENS,
-                                          engine.max_cache_len - len(prompt)))
-        run = Generation(engine, pool, _stops(request.stop))
-        run.start([prompt], Sampling(max_tokens, request.temperature, request.top_p,
-                                     request.seed, request.n, top))
-        reply = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()),
-                 "model": model_name}
-        if request.stream:
-            usage = bool((request.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_chat_stream(run, reply, len(prompt), request.n, usage),
-                                     media_type="text/event-stream")
-        await _drain(run, http)
-        choices = []
-        for g, (stream, sample) in enumerate(zip(run.streams[0], run.samples[0])):
-            logprobs = await blocking(chat_logprobs, tokenizer, prompt, sample,
-                                      stream.num_tokens) if request.logprobs else None
-            choices.append({"index": g, "message": {"role": "assistant", "content": stream.text},
-                            "logprobs": logprobs,
-                            "finish_reason": _reason(stream, sample)})
-        return {**reply, "object": "chat.completion", "choices": choices,
-                "usage": _usage(len(prompt), run.completion_tokens)}
-
-    @app.post("/v1/completions")
-    async def completions(request: CompletionRequest, http: fastapi.Request):
-        raw = request.prompt
-        batch = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else raw
-        check(request.model, len(batch) * request.n, request.max_tokens)
-        if request.echo:
-            raise APIError(400, "echo=true is not supported", param="echo")
-        if request.stream and request.logprobs is not None:
-            raise APIError(400, "logprobs are not supported with stream=true", param="logprobs")
-        if not batch:
-            raise APIError(400, "prompt is an empty list", param="prompt")
-        prompts = await blocking(lambda: [tokenizer.encode_prompt(p) if isinstance(p, str)
-                                          else list(p) for p in batch])
-        run = Generation(engine, pool, _stops(request.stop))
-        run.start(prompts, Sampling(request.max_tokens, request.temperature, request.top_p,
-                                    request.seed, request.n, request.logprobs))
-        reply = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
-                 "created": int(time.time()), "model": model_name}
-        prompt_tokens = sum(map(len, prompts))
-        if request.stream:
-            usage = bool((request.stream_options or {}).get("include_usage"))
-            return StreamingResponse(_completion_stream(run, reply, prompt_tokens, usage),
-                                     media_type="text/event-stream")
-        await _drain(run, http)
-        choices = []
-        for i, prompt in enumerate(prompts):
-            for stream, sample in zip(run.streams[i], run.samples[i]):
-                logprobs = None if request.logprobs is None else await blocking(
-                    completion_logprobs, tokenizer, prompt, sample, stream.num_tokens)
-                choices.append({"index": len(choices), "text": stream.text,
-                                "logprobs": logprobs, "finish_reason": _reason(stream, sample)})
-        return {**reply, "choices": choices, "usage": _usage(prompt_tokens,
-                                                              run.completion_tokens)}
-
+    app.get("/v1/models")(handlers.models)
+    app.post("/v1/chat/completions")(handlers.chat)
+    app.post("/v1/completions")(handlers.completions)
     return app
 
 

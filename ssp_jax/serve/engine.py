@@ -259,9 +259,15 @@ class Engine:
         slots = prompt_slots(len(prompt), m, self.max_cache_len, self.prefill_chunk)
         return (slots, m, sampling, s.n, s.logprobs is not None, alone)
 
-    def _release(self, request: _Request) -> None:
+    def _finish(self, request: _Request, samples: list[Sample] | None = None,
+                error: BaseException | None = None) -> None:
+        """Frees the request's sequences, then ends its job with `samples` or `error`."""
         with self._lock:
             self._sequences -= request.sampling.n
+        if error is None:
+            request.job.set_result(samples)
+        else:
+            request.job.set_exception(error)
 
     def _loop(self) -> None:
         while True:
@@ -286,10 +292,7 @@ class Engine:
                 log.exception("batch of %d requests failed", len(batch))
                 for r in batch:
                     if not r.job.done():
-                        r.job.set_exception(e)
-            finally:
-                for r in batch:
-                    self._release(r)
+                        self._finish(r, error=e)
 
     def _collect(self, deadline: float | None) -> None:
         """Moves queued requests to the backlog: until `deadline` (monotonic seconds) or until
@@ -313,8 +316,7 @@ class Engine:
         for r in self._backlog:
             if r.job.aborted.is_set():
                 self.counters["cancelled_queued"] += 1
-                r.job.set_result([Sample([], False) for _ in range(r.sampling.n)])
-                self._release(r)
+                self._finish(r, [Sample([], False) for _ in range(r.sampling.n)])
             else:
                 kept.append(r)
         self._backlog = kept
@@ -388,7 +390,7 @@ class Engine:
             if done.all():
                 break
         for r in batch:
-            r.job.set_result(r.samples)
+            self._finish(r, r.samples)
 
     def _cancellations(self, batch: list[_Request], n: int, cancelled: np.ndarray
                        ) -> np.ndarray:
