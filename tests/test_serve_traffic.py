@@ -21,6 +21,7 @@ import pytest
 from serve_helpers import (CONVERSATIONS, MODEL, RAW_PROMPT, REPO, app_in_thread,
                            serve_process, tiny)  # noqa: F401 (tiny: a fixture)
 from ssp_jax.serve import Engine, create_app
+from ssp_jax.serve.__main__ import API_KEY_ENV, check_args, parse_args
 
 KEY = "sekret-key"
 MAX_NUM_SEQS, MAX_ROWS, MAX_TOKENS, MAX_BODY = 4, 6, 64, 20_000
@@ -208,10 +209,17 @@ def test_binding_beyond_loopback_needs_a_key_or_an_explicit_opt_out():
 
 
 def test_a_missing_checkpoint_is_one_line_before_loading(tmp_path):
-    done = _serve_exit("--checkpoint", str(tmp_path / "nope" / "checkpoints" / "2"))
+    missing = tmp_path / "nope" / "checkpoints" / "2"
+    done = _serve_exit("--checkpoint", str(missing))
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
-        f"error: checkpoint folder not found: {tmp_path / 'nope' / 'checkpoints' / '2'}"]
+    assert done.stderr.strip().splitlines() == [f"error: --checkpoint {missing}: does not exist"]
+
+
+def test_the_api_key_can_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    args = parse_args(["--model", MODEL, "--host", "0.0.0.0"])
+    check_args(args)  # a key is given, so a non-loopback host needs no opt-out
+    assert args.api_key == "from-env"
 
 
 def _memory_kib(pid: int, field: str) -> int:

@@ -21,6 +21,7 @@ import os
 import pathlib
 from typing import Sequence
 
+from ssp_jax import preflight
 from ssp_jax.cli import UserError, run
 from ssp_jax.serve.api import ServerLimits
 from ssp_jax.serve.engine import (DEFAULT_MAX_NUM_SEQS, DEFAULT_PREFILL_CHUNK,
@@ -97,8 +98,6 @@ def check_args(args: argparse.Namespace) -> None:
     if args.api_key is None and not is_loopback(args.host) and not args.allow_unauthenticated:
         raise UserError(f"--host {args.host} accepts connections from other machines: give "
                         f"--api-key KEY (or set {API_KEY_ENV}), or --allow-unauthenticated")
-    if args.checkpoint is not None and not pathlib.Path(args.checkpoint).expanduser().is_dir():
-        raise UserError(f"checkpoint folder not found: {args.checkpoint}")
 
 
 def main(argv: Sequence[str]) -> int:
@@ -108,6 +107,10 @@ def main(argv: Sequence[str]) -> int:
     if args.api_key is None and not is_loopback(args.host):
         logging.warning("serving %s WITHOUT an API key: anyone who can reach it can use it",
                         args.host)
+    if args.checkpoint is not None:  # one line before any model loads (ssp_jax/preflight.py)
+        preflight.check_checkpoint(args.checkpoint)
+    else:
+        preflight.check_model_spec(args.model, "--model")
     import uvicorn
 
     from ssp_jax.checkpoint import load_checkpoint, read_saved_config
