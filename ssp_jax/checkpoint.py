@@ -140,7 +140,9 @@ def restore_policy(checkpoint: PathLike) -> Policy:
     # the restore target: the train state the run saved, from its own optimizer settings
     optimizer = make_optimizer(UpdateConfig(**saved["rl"]))
     state = jax.eval_shape(lambda p: init_train_state(p, optimizer), trained)
-    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype), state)
+    # onto one device of this process, whatever mesh the run saved from
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), state)
     step, restored, _, _ = restore_from_path(ckpt, state)
     params = lora.with_adapters(base, restored.params) if lora_cfg.enabled else restored.params
     return Policy(cfg, params, tokenizer, step, model_cfg["spec"])

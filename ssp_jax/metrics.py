@@ -21,10 +21,10 @@ LOG_FILES = ("metrics.jsonl", "samples.jsonl", "eval.jsonl")
 
 
 def _truncated_jsonl(path: epath.Path, start_step: int) -> str:
-    """The records of `path` with step < start_step (those of steps after the checkpoint we
-    resume from are dropped)."""
+    """The records of `path` with step ≤ start_step, the step of the checkpoint we resume from
+    (records of the steps after it are dropped)."""
     return "".join(line + "\n" for line in path.read_text().splitlines()
-                   if line.strip() and json.loads(line)["step"] < start_step)
+                   if line.strip() and json.loads(line)["step"] <= start_step)
 
 
 def _finite(value: float) -> float | None:
@@ -32,9 +32,10 @@ def _finite(value: float) -> float | None:
 
 
 class MetricsWriter:
-    """Appends one JSON record per step; mirrors scalars to TensorBoard. On resume from
-    `start_step`, records of later steps (from a run that died after its last checkpoint)
-    are dropped so the log reads as one uninterrupted run."""
+    """Appends one JSON record per step, under the step's number (1 for the first step, the
+    number its checkpoint folder has); mirrors scalars to TensorBoard. On resume from the
+    checkpoint of step `start_step` (0 for a new run), records of later steps (from a run that
+    died after its last checkpoint) are dropped so the log reads as one uninterrupted run."""
 
     def __init__(self, workdir: PathLike, start_step: int, enabled: bool = True):
         self.enabled = enabled

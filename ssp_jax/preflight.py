@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 from typing import Any
 
 from etils import epath
@@ -41,6 +42,14 @@ def check_config_file(spec: str, flag: str = "--config") -> pathlib.Path:
     if not path.is_file() or path.suffix != ".py":
         raise UserError(f"{flag} {path}: not a Python config file (configs/*.py)")
     return path
+
+
+def last_line(message: str) -> str:
+    """The last non-empty line of a multi-line error message (ml_collections puts a config
+    file's whole traceback in the message of an error its `get_config` raised), without the
+    exception's class name."""
+    lines = [line for line in message.splitlines() if line.strip()] or [""]
+    return re.sub(r"^[\w.]*(Error|Exception): ", "", lines[-1].strip())
 
 
 def _similar_files(path: pathlib.Path) -> str:

@@ -4,6 +4,11 @@ Per step: draw goals (a pure function of (data seed, step)), pick replay items b
 the attacker and defender rollouts, judge, compute rewards and advantages, apply one jitted
 update to the shared parameters, feed the replay pool, log, and checkpoint. Restarting with
 the same workdir resumes from the newest complete checkpoint.
+
+Steps are numbered by the updates applied when they end: the first step is step 1, and
+metrics.jsonl, samples.jsonl, eval.jsonl, the console and the checkpoint folders
+(`checkpoints/N`, saved after step N) all use that number. A run of N steps ends at step N.
+Random draws (goals, sampling keys) are keyed by the step's index, its number minus one.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from ssp_jax.judge.intent import IntentCheck
 from ssp_jax.judge.base import JudgeFailed
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import JudgeModel, check_judge_cache, make_judge
-from ssp_jax.metrics import MetricsWriter, read_metrics
+from ssp_jax.metrics import LOG_FILES, MetricsWriter, read_metrics
 from ssp_jax.models import load, lora
 from ssp_jax.models.sentence_encoder import load_sentence_encoder
 from ssp_jax.models.transformer import Params
@@ -81,12 +86,27 @@ def print_summary(summary: dict, first_step: int, last_step: int) -> None:
         print(f"  {k:<24}{fmt(v['first'])}{fmt(v['last'])}")
 
 
+def describe_outputs(workdir: PathLike, shown_as: str) -> str:
+    """One line naming the run's outputs in `workdir` (written as `shown_as`): the newest
+    checkpoint, the logs and the TensorBoard folder that exist."""
+    root = as_path(workdir)
+    ckpts = root / "checkpoints"
+    steps = sorted(int(p.name) for p in ckpts.iterdir() if p.name.isdigit()) \
+        if ckpts.is_dir() else []
+    parts = [f"checkpoints/{steps[-1]}" + (f" (newest of {', '.join(map(str, steps))})"
+                                           if len(steps) > 1 else "")] if steps else []
+    parts += [name for name in (*LOG_FILES, "config.json") if (root / name).exists()]
+    parts += ["tensorboard/"] if (root / "tensorboard").is_dir() else []
+    return f"outputs in {shown_as}: {', '.join(parts)}"
+
+
 class Trainer:
     """Owns the run's state; `run()` trains to `train.num_steps` or until preempted."""
 
     def __init__(self, config: Any, workdir: PathLike):
         self.cfg = cfg = validate(config)
         self.workdir = as_path(workdir)  # local or gs://
+        self.workdir_arg = str(workdir)  # as the user wrote it, for messages
         # data first: a bad goals file fails before any model is loaded or compiled
         self.goals: GoalMixture = from_config(cfg.data)
         self.benign = from_config(cfg.benign_data) if cfg.selfplay.benign_per_step else None
@@ -207,8 +227,10 @@ class Trainer:
         self.writer.sync()
 
     def step(self, step: int) -> dict[str, float]:
-        """One self-play step (rollouts, judge, update, replay bookkeeping); its metrics."""
+        """The self-play step of index `step` (rollouts, judge, update, replay bookkeeping),
+        logged as step `step + 1`; its metrics."""
         cfg, sp = self.cfg, self.cfg.selfplay
+        number = step + 1  # the step's number in logs and checkpoints
         t_start = time.perf_counter()
         goals = self.goals.batch(step, sp.rollout_goals)
         replay = self.pool.select() if cfg.replay.replay_per_step else []
@@ -221,7 +243,7 @@ class Trainer:
         if failed > cfg.judge.max_excluded_fraction * rows:
             raise JudgeFailed(
                 f"the judge ({self.judge.describe}) failed on {failed:.0f} of {rows:.0f} rows at "
-                f"step {step}, more than judge.max_excluded_fraction="
+                f"step {number}, more than judge.max_excluded_fraction="
                 f"{cfg.judge.max_excluded_fraction}; last error: {ro.judge_error}")
         t0 = time.perf_counter()
         batches = jax.tree.map(sharding.put_global, ro.batches, self.batch_shardings)
@@ -251,22 +273,22 @@ class Trainer:
                         "replay/selected": pool_select["selected"],
                         "replay/selected_mean_ucb": pool_select["selected_mean_ucb"],
                         "replay/selected_mean_reward": pool_select["selected_mean_reward"]})
-        self.writer.write(step, metrics)
-        if step % cfg.train.sample_every == 0:
-            self.writer.write_samples(step, [
+        self.writer.write(number, metrics)
+        if step % cfg.train.sample_every == 0:  # the first step, then every sample_every
+            self.writer.write_samples(number, [
                 {"goal": g, "attack": a, "response": r, "score": float(s), "reason": why}
                 for g, a, r, s, why in list(zip(ro.goals, ro.attacks, ro.responses, ro.scores,
                                                 ro.reasons))[:cfg.train.samples_per_log]])
         try:
-            self.collapse.update(step, metrics)
+            self.collapse.update(number, metrics)
         except CollapseError as e:
-            self.save(step + 1)
+            self.save(number)
             raise TrainingCollapsed(f"{e}\n(train.stop_on_collapse=True; the checkpoint of "
-                                    f"step {step + 1} was saved)") from None
+                                    f"step {number} was saved)") from None
         if self.bad_steps >= cfg.train.max_bad_steps:
             raise TrainingDiverged(
                 f"{self.bad_steps} updates in a row had a non-finite loss or gradient "
-                f"(last at step {step}); lower rl.learning_rate or check the data. The last "
+                f"(last at step {number}); lower rl.learning_rate or check the data. The last "
                 "checkpoint holds the parameters from before the divergence.")
         return metrics
 
@@ -302,11 +324,11 @@ class Trainer:
                                 excluded=f"{metrics['judge/excluded']:.0f}",
                                 r_def=f"{metrics.get('defender/reward_mean', float('nan')):.2f}")
                 if step % cfg.train.log_every == 0:
-                    log.info("step %d: %s (judge excluded %d of %d rows)", step - 1, ", ".join(
+                    log.info("step %d: %s (judge excluded %d of %d rows)", step, ", ".join(
                         f"{k}={metrics[k]:.3f}" for k in SUMMARY_KEYS if k in metrics),
                         metrics["judge/excluded"], metrics["judge/rows"])
                 if cfg.eval.every_steps and step % cfg.eval.every_steps == 0:
-                    self.evaluate(step - 1)
+                    self.evaluate(step)
                 if cfg.ckpt.every_steps and step % cfg.ckpt.every_steps == 0:
                     self.save(step)
             if step not in self.ckpt.manager.all_steps():
@@ -322,6 +344,8 @@ class Trainer:
         summary = _summary(records)
         if records and jax.process_index() == 0:
             print_summary(summary, records[0]["step"], records[-1]["step"])
+        if jax.process_index() == 0:
+            print(describe_outputs(self.workdir, self.workdir_arg))
         return {"steps_done": step, "preempted": preemption.requested, "summary": summary}
 
 

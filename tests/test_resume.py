@@ -106,7 +106,7 @@ def test_sigkill_during_saves_restarts_from_last_complete_checkpoint(tmp_path):
     target = max(complete) + 3
     run(tmp_path, f"--config.train.num_steps={target}", "--config.ckpt.every_steps=1")
     steps = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")]
-    assert steps == list(range(target))  # no gap, no duplicate, nothing half-read
+    assert steps == list(range(1, target + 1))  # no gap, no duplicate, nothing half-read
     assert max(ocp.CheckpointManager(tmp_path / "checkpoints").all_steps()) == target
 
 
@@ -114,8 +114,8 @@ def test_restore_from_starts_a_new_workdir_from_a_given_checkpoint(tmp_path):
     run(tmp_path / "a", "--config.train.num_steps=2")
     proc = run(tmp_path / "b", "--config.train.num_steps=3",
                f"--config.ckpt.restore_from={tmp_path / 'a' / 'checkpoints' / '2'}")
-    assert [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")] == [2]
-    assert "summary (step 2 -> step 2)" in proc.stdout
+    assert [r["step"] for r in read_metrics(tmp_path / "b" / "metrics.jsonl")] == [3]
+    assert "summary (step 3 -> step 3)" in proc.stdout
 
 
 def test_unreadable_checkpoint_is_skipped_with_a_warning(tmp_path):
@@ -125,7 +125,7 @@ def test_unreadable_checkpoint_is_skipped_with_a_warning(tmp_path):
             f.write_bytes(b"garbage")
     proc = run(tmp_path, "--config.train.num_steps=3", "--config.ckpt.every_steps=1")
     assert "skipping unreadable checkpoint" in proc.stderr
-    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [0, 1, 2]
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [1, 2, 3]
 
 
 def test_export_writes_a_folder_transformers_loads_with_the_trained_weights(tmp_path):

@@ -50,19 +50,20 @@ def record_model_loads(monkeypatch) -> list[str]:
     return specs
 
 
-def run_main(workdir, *overrides, timeout=600):
+def run_main(workdir, *overrides, timeout=600, env_extra=None):
     env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
+    env.update(env_extra or {})
     return subprocess.run([sys.executable, "-m", "ssp_jax.main", "--config", "configs/tiny.py",
                            "--workdir", str(workdir), *overrides], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_main_runs_end_to_end(tmp_path):
+def test_main_runs_end_to_end_with_one_step_numbering(tmp_path):
     proc = run_main(tmp_path, "--config.train.num_steps=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_metrics(tmp_path / "metrics.jsonl")
-    assert [r["step"] for r in records] == [0, 1]
+    assert [r["step"] for r in records] == [1, 2]  # a run of 2 steps ends at step 2
     for key in ("attacker/reward_mean", "defender/reward_std", "attack_success_rate",
                 "refusal_rate", "judge/excluded", "attacker/mean_tokens", "train/kl",
                 "train/entropy", "train/clip_fraction", "train/grad_norm", "train/learning_rate",
@@ -70,10 +71,25 @@ def test_main_runs_end_to_end(tmp_path):
                 "time/judge", "time/update", "replay/pool_size"):
         assert key in records[0], key
     sample = json.loads((tmp_path / "samples.jsonl").read_text().splitlines()[0])
-    assert set(sample) >= {"step", "goal", "attack", "response", "score"}
-    assert (tmp_path / "checkpoints" / "2").is_dir()
+    assert set(sample) >= {"step", "goal", "attack", "response", "score"} and sample["step"] == 1
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["2"]
     assert list((tmp_path / "tensorboard").iterdir())
-    assert "summary (step 0 -> step 1)" in proc.stdout
+    assert "summary (step 1 -> step 2)" in proc.stdout
+    assert "step 2: attack_success_rate=" in proc.stderr
+    assert proc.stdout.splitlines()[-1] == (
+        f"outputs in {tmp_path}: checkpoints/2, metrics.jsonl, samples.jsonl, config.json, "
+        "tensorboard/")
+
+
+def test_console_has_no_backend_chatter_and_log_lines_start_their_own_line(tmp_path):
+    env = {"JAX_PLATFORMS": ""}  # let JAX probe for accelerators, as a user's shell does
+    proc = run_main(tmp_path, "--config.train.num_steps=2", env_extra=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Unable to initialize backend" not in proc.stderr
+    # tqdm.write clears the bar before a record: each record begins its own line
+    lines = proc.stderr.replace("\r", "\n").splitlines()
+    assert [line for line in lines if "step 1: attack_success_rate" in line][0].startswith(
+        "step 1: ")
 
 
 def test_defender_learns_to_refuse_on_tiny_config(tmp_path):
@@ -165,7 +181,7 @@ def test_periodic_evaluation_on_held_out_goals(tmp_path):
                       ckpt__every_steps=0)
     train_lib.train(cfg, tmp_path)
     records = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [1, 3]
+    assert [r["step"] for r in records] == [2, 4]  # after steps 2 and 4
     assert records[0]["eval/n"] == 8.0 and 0.0 <= records[0]["eval/asr"] <= 1.0
 
 
