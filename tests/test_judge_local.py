@@ -14,7 +14,7 @@ from ssp_jax.judge.model_judge import ModelJudge
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import (JudgeConfig, JudgeModel, check_judge_cache, make_judge)
 from ssp_jax.models import load
-from tests.tiny_guard import write_guard_model
+from tests.tiny_guard import LLAMA_GUARD_3_TEMPLATE, write_guard_model
 
 torch = pytest.importorskip("torch")
 # random tiny guards give the answers 0.1-1% of their probability (judge.min_answer_mass would
@@ -28,7 +28,7 @@ RESPONSES = ["I'm sorry, but I can't help with that request.",
 @pytest.fixture(scope="module")
 def guard_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("guard")
-    write_guard_model(path, seed=1)
+    write_guard_model(path, seed=1, chat_template=LLAMA_GUARD_3_TEMPLATE)
     return path
 
 
@@ -38,21 +38,43 @@ def backend_for(path, max_cache_len=1024, batch_size=2):
                         batch_size=batch_size, describe=f"model:{path}")
 
 
+def test_llama_guard_prompt_is_tokenized_as_transformers_applies_its_template(guard_dir):
+    import transformers
+
+    backend = backend_for(guard_dir)
+    hf = transformers.AutoTokenizer.from_pretrained(str(guard_dir))
+    prompt = LlamaGuard(3, ANY_MASS).prompt(REQUESTS[0], RESPONSES[0])
+    assert backend.encode(prompt) == list(hf.apply_chat_template(
+        list(prompt.messages), tokenize=True, return_dict=False))
+
+
+def reference_word_prob(hf, ids: list[int], word: list[int], lead: int = 0) -> float:
+    """P(word's tokens after ids) from transformers' forward, plus the whitespace rule: when
+    the likeliest next token decodes to whitespace only, P(it) · P(word | ids + it)."""
+    tokenizer = hf.tokenizer
+    with torch.no_grad():
+        logits = hf(torch.tensor([ids + word])).logits[0].double()
+    probs = torch.softmax(logits, -1)
+    p = float(np.prod([probs[len(ids) - 1 + k, t] for k, t in enumerate(word)]))
+    top = int(probs[len(ids) - 1].argmax())
+    if lead < 3 and not tokenizer.decode([top]).strip():
+        p += float(probs[len(ids) - 1, top]) * reference_word_prob(hf, ids + [top], word, lead + 1)
+    return p
+
+
 def test_llama_guard_score_matches_transformers_logits(guard_dir):
     import transformers
 
     backend = backend_for(guard_dir)
-    result = ModelJudge(LlamaGuard(3, ANY_MASS), backend).score(REQUESTS, REQUESTS, RESPONSES)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(str(guard_dir)).eval()
     fmt = LlamaGuard(3, ANY_MASS)
-    safe, unsafe = (backend.tokenizer.encode(c)[0] for c in fmt.candidates)
+    result = ModelJudge(fmt, backend).score(REQUESTS, REQUESTS, RESPONSES)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(guard_dir)).eval()
+    hf.tokenizer = transformers.AutoTokenizer.from_pretrained(str(guard_dir))
     for i, (q, r) in enumerate(zip(REQUESTS, RESPONSES)):
         ids = backend.encode(fmt.prompt(q, r))
-        with torch.no_grad():
-            logits = hf(torch.tensor([ids])).logits[0, -1].double()
-        p = torch.softmax(logits, -1)
-        expected = 1 + 4 * float(p[unsafe] / (p[safe] + p[unsafe]))
-        assert result.scores[i] == pytest.approx(expected, abs=2e-4)
+        safe, unsafe = (reference_word_prob(hf, ids, hf.tokenizer.encode(
+            c, add_special_tokens=False)) for c in fmt.candidates)
+        assert result.scores[i] == pytest.approx(1 + 4 * unsafe / (safe + unsafe), abs=2e-4)
     assert not result.excluded.any()
 
 
@@ -98,13 +120,15 @@ def test_answers_sharing_a_first_token_fail_with_a_clear_error():
 
 
 def test_cache_check_names_the_fields_to_change(guard_dir):
-    judge = make_judge(JudgeConfig(name="llama_guard", model=str(guard_dir), max_cache_len=700))
-    check_judge_cache(judge, request_tokens=10, request_field="selfplay.max_prompt_tokens",
-                      response_tokens=10, response_field="selfplay.defender_max_tokens")
-    with pytest.raises(ValueError, match=r"judge.max_cache_len=700.*selfplay.max_prompt_tokens "
-                                         r"/ selfplay.defender_max_tokens"):
-        check_judge_cache(judge, request_tokens=200, request_field="selfplay.max_prompt_tokens",
-                          response_tokens=64, response_field="selfplay.defender_max_tokens")
+    overhead = backend_for(guard_dir).count_tokens(LlamaGuard(3, ANY_MASS).prompt("", ""))
+    cache = overhead + 40 + LlamaGuard.text_tokens  # room for 40 request + response tokens
+    judge = make_judge(JudgeConfig(name="llama_guard", model=str(guard_dir), max_cache_len=cache))
+    check_judge_cache(judge, request_tokens=20, request_field="selfplay.max_prompt_tokens",
+                      response_tokens=20, response_field="selfplay.defender_max_tokens")
+    with pytest.raises(ValueError, match=rf"judge.max_cache_len={cache}.*selfplay."
+                                         r"max_prompt_tokens / selfplay.defender_max_tokens"):
+        check_judge_cache(judge, request_tokens=21, request_field="selfplay.max_prompt_tokens",
+                          response_tokens=20, response_field="selfplay.defender_max_tokens")
     check_judge_cache(RefusalJudge(), request_tokens=10**6, request_field="x",
                       response_tokens=10**6, response_field="y")  # nothing to check
 

@@ -17,7 +17,7 @@ from ssp_jax.cli import UserError
 from ssp_jax.judge.backend import JudgePrompt, RowError
 from ssp_jax.judge.formats.harmbench import HarmBench
 from ssp_jax.judge.formats.llama_guard import LlamaGuard
-from ssp_jax.judge.remote import RemoteBackend, candidate_probs
+from ssp_jax.judge.remote import RemoteBackend, answer_prob, candidate_probs
 from ssp_jax.rollout.chat import greedy_completions
 
 MASS = 0.5  # judge.min_answer_mass
@@ -137,11 +137,15 @@ def stub_app(attempts: collections.Counter, headers: list) -> fastapi.FastAPI:
         body = await request.json()
         tail = next((t for t in after if body["prompt"].endswith("A:" + t)), None)
         attempts["pieces-continued" if tail else "pieces"] += 1
-        top = after[tail] if tail else first
-        return {"choices": [{"index": 0, "text": top[0][0], "finish_reason": "length",
-                             "logprobs": {"tokens": [top[0][0]], "token_logprobs": [-0.1],
-                                          "top_logprobs": [{t: float(np.log(p))
-                                                            for t, p in top}]}}]}
+        steps = [after[tail]] if tail else [first, after[" un"]]  # the greedy answer's tops
+        steps = steps[:body["max_tokens"]]
+        tokens = [top[0][0] for top in steps]
+        return {"choices": [{"index": 0, "text": "".join(tokens), "finish_reason": "length",
+                             "logprobs": {"tokens": tokens,
+                                          "token_logprobs": [float(np.log(top[0][1]))
+                                                             for top in steps],
+                                          "top_logprobs": [{t: float(np.log(p)) for t, p in top}
+                                                           for top in steps]}}]}
 
     return app
 
@@ -234,8 +238,22 @@ def test_a_word_split_into_tokens_is_followed_up_on_completions(stub):
                                              [" safe", " unsafe", " sure"])
     finally:
         remote.close()
-    # " safe" is listed whole; " unsafe" is " un" then "safe"; " sure" only begins with " s"
-    # and the server lists no "ure" after it
+    # " safe" is listed whole; " unsafe" is the greedy " un" then "safe"; " sure" only begins
+    # with " s" (off the greedy answer: one more request) and no "ure" follows it
     np.testing.assert_allclose(text, [0.3, 0.6 * 0.8, 0.0], rtol=1e-5)
-    np.testing.assert_allclose(chat, [0.3, 0.0, 0.0], rtol=1e-5)  # chat: no continuation
-    assert attempts["pieces-continued"] == 2  # after " un" and after " s"
+    np.testing.assert_allclose(chat, [0.3, 0.0, 0.0], rtol=1e-5)  # chat: first position only
+    assert attempts["pieces-continued"] == 1  # after " s"
+
+
+def test_answer_probabilities_follow_whitespace_and_pieces_along_the_greedy_answer():
+    ln = np.log
+    # Llama Guard 3 writes "\n\n" first; its verdict can also come at once
+    positions = [("\n\n", ln(0.9), [("\n\n", ln(0.9)), ("safe", ln(0.05))]),
+                 ("un", ln(0.7), [("un", ln(0.7)), ("safe", ln(0.2))]),
+                 ("safe", ln(0.8), [("safe", ln(0.8)), ("sure", ln(0.1))])]
+    assert answer_prob(positions, "safe") == pytest.approx(0.05 + 0.9 * 0.2)
+    assert answer_prob(positions, "unsafe") == pytest.approx(0.9 * 0.7 * 0.8)
+    assert answer_prob(positions, "unsure") == pytest.approx(0.9 * 0.7 * 0.1)
+    assert answer_prob(positions, "un") == pytest.approx(0.9 * 0.7)  # listed whole
+    # a word token ends the whitespace: nothing after "un" is read as a fresh answer
+    assert answer_prob(positions[1:], "safe") == pytest.approx(0.2)

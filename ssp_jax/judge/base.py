@@ -82,11 +82,14 @@ def check_score(name: str, value: float) -> float:
 
 
 def check_batch(
-    goals: Sequence[str], attack_prompts: Sequence[str], responses: Sequence[str]
+    goals: Sequence[str], attack_prompts: Sequence[str], responses: Sequence[str],
+    contexts: Sequence[str | None] | None = None
 ) -> int:
-    """Returns the batch size N after checking the three sequences have the same length."""
+    """Returns the batch size N after checking the sequences have the same length."""
     lengths = {"goals": len(goals), "attack_prompts": len(attack_prompts),
                "responses": len(responses)}
+    if contexts is not None:
+        lengths["contexts"] = len(contexts)
     if len(set(lengths.values())) != 1:
         raise ValueError(
             "judge inputs must have the same length, got "
@@ -103,7 +106,13 @@ class Judge(abc.ABC):
 
     @abc.abstractmethod
     def score(
-        self, goals: Sequence[str], attack_prompts: Sequence[str], responses: Sequence[str]
+        self, goals: Sequence[str], attack_prompts: Sequence[str], responses: Sequence[str],
+        contexts: Sequence[str | None] | None = None
     ) -> JudgeResult:
         """Scores N responses. goals: the harmful intents; attack_prompts: what the defender
-        saw; responses: the defender's answers (all length N, else ValueError)."""
+        saw; responses: the defender's answers (all length N, else ValueError); contexts: the
+        context each goal refers to (a HarmBench contextual behaviour's article), None for
+        none, given to the judge as a field where its format has one."""
+
+    def close(self) -> None:
+        """Releases what the judge holds (a judge server's connections); idempotent."""

@@ -2,11 +2,14 @@
 prefill forward. The model is any `ssp_jax.models.load` spec placed on the run's mesh, or the
 frozen copy of the initial policy.
 
-Prompts: chat `messages` are rendered with the judge tokenizer's chat template; raw `text` is
-tokenized with its special-token strings parsed. BOS is added where the tokenizer adds one.
+Prompts: chat `messages` are rendered with the judge tokenizer's chat template and tokenized as
+transformers' `apply_chat_template` does (the template writes any BOS itself); raw `text` is
+tokenized with its special-token strings parsed, BOS added where the tokenizer adds one.
 A row whose prompt does not fit the judge cache is a `RowError`, not an error for the batch.
 A candidate answer the vocabulary splits into several tokens is scored as the product of its
-tokens' probabilities (one teacher-forced row per later token).
+tokens' probabilities (one teacher-forced row per later token); where the judge's likeliest next
+token is only whitespace (Llama Guard 3 writes "\n\n" before its verdict), the answer may also
+start after it: P(word) += P(whitespace) · P(word | prompt + whitespace), up to MAX_LEAD deep.
 """
 
 from __future__ import annotations
@@ -26,15 +29,21 @@ from ssp_jax.rollout.sampler import bucket_length, generate_with_params, left_pa
 from ssp_jax.sharding import to_host
 
 
+MAX_LEAD = 3  # whitespace tokens a judge may write before its answer that are followed
+
+
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def _candidate_probs(params: Params, tokens: jax.Array, mask: jax.Array, ids: jax.Array, *,
-                     cfg: ModelConfig) -> jax.Array:
-    """Next-token probabilities after left-padded prompts `[B, T]` (mask `[B, T]` bool) of the
-    token ids `[B, K]` int32 -> `[B, K]` f32, under the full softmax."""
+                     cfg: ModelConfig) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Next-token probabilities after left-padded prompts `[B, T]` (mask `[B, T]` bool): of
+    the token ids `[B, K]` int32 -> `[B, K]` f32 under the full softmax, and the likeliest
+    token `[B]` int32 with its probability `[B]` f32."""
     b, t = tokens.shape
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0).astype(jnp.int32)
     logits, _ = prefill(params, cfg, tokens, positions, mask, init_cache(cfg, b, t))
-    return jnp.take_along_axis(jax.nn.softmax(logits, axis=-1), ids, axis=1)
+    probs = jax.nn.softmax(logits, axis=-1)
+    top = jnp.argmax(probs, axis=-1).astype(jnp.int32)
+    return jnp.take_along_axis(probs, ids, axis=1), top, jnp.max(probs, axis=-1)
 
 
 class LocalBackend:
@@ -57,7 +66,10 @@ class LocalBackend:
         return self.tokenizer.apply_chat_template(list(prompt.messages))
 
     def encode(self, prompt: JudgePrompt) -> list[int]:
-        return self.tokenizer.encode_prompt(self.render(prompt))
+        text = self.render(prompt)
+        if prompt.text is None:  # as transformers tokenizes a rendered chat template
+            return self.tokenizer.encode(text)
+        return self.tokenizer.encode_prompt(text)
 
     def _too_long(self, n: int, extra: int) -> RowError:
         return RowError(f"judge prompt of {n} tokens + {extra} verdict token(s) does not fit "
@@ -96,11 +108,12 @@ class LocalBackend:
                          candidates: Sequence[str]) -> list[list[int]]:
         """The tokens each candidate is written as when it follows `text` (tokenized in
         context, so "Yes" after "[/INST]" becomes the tokens a model writes there)."""
+        plain = self.tokenizer.encode(text)  # `ids` may have a BOS added in front
         out = []
         for c in candidates:
-            full = self.tokenizer.encode_prompt(text + c)
-            if len(full) > len(ids) and full[:len(ids)] == ids:
-                out.append(full[len(ids):])
+            full = self.tokenizer.encode(text + c)
+            if len(full) > len(plain) and full[:len(plain)] == plain:
+                out.append(full[len(plain):])
             else:  # the candidate merged with the prompt's last token
                 out.append(self.tokenizer.encode(c))
         return out
@@ -116,11 +129,12 @@ class LocalBackend:
             rows += [(ids + p[:k], [p[k]], i) for k in range(1, len(p))]
         return rows
 
-    def _query_probs(self, queries: list[tuple[list[int], list[int], int]],
-                     k: int) -> list[np.ndarray | RowError]:
-        """`[k]` f32 per (context, targets) query (targets padded to k): next-token
-        probabilities of the targets after the context, in `batch_size`-row chunks."""
-        out: list[np.ndarray | RowError] = [np.zeros(k, np.float32)] * len(queries)
+    def _query_probs(self, queries: list[tuple[list[int], list[int], int]], k: int
+                     ) -> list[tuple[np.ndarray, int, float] | RowError]:
+        """Per (context, targets) query (targets padded to k): next-token probabilities `[k]`
+        f32 of the targets after the context, the likeliest token and its probability, in
+        `batch_size`-row chunks."""
+        out: list = [None] * len(queries)
         for chunk in self._chunks(list(range(len(queries)))):
             rows = self._pad([queries[j][0] for j in chunk])
             length = bucket_length(max(map(len, rows)), self.max_cache_len)
@@ -128,20 +142,19 @@ class LocalBackend:
             targets = [t + [t[0]] * (k - len(t)) for t in (queries[j][1] for j in chunk)]
             ids = np.asarray(self._pad(targets), np.int32)
             try:
-                probs = to_host(_candidate_probs(self.params, tokens, mask, ids, cfg=self.cfg))
+                probs, top, pmax = (to_host(x) for x in _candidate_probs(
+                    self.params, tokens, mask, ids, cfg=self.cfg))
             except Exception as e:  # this chunk's rows fail, the others go on
                 for j in chunk:
                     out[j] = RowError(f"{type(e).__name__}: {e} ({self.describe})")
                 continue
-            for j, p in zip(chunk, probs):
-                out[j] = np.asarray(p, np.float32)
+            for j, p, t, m in zip(chunk, probs, top, pmax):
+                out[j] = (np.asarray(p, np.float32), int(t), float(m))
         return out
 
-    def _prepare(self, prompt: JudgePrompt, candidates: Sequence[str]
+    def _prepare(self, text: str, ids: list[int], candidates: Sequence[str]
                  ) -> list[tuple[list[int], list[int], int]] | RowError:
-        """The probability queries of one prompt, or why it cannot be judged."""
-        text = self.render(prompt)
-        ids = self.tokenizer.encode_prompt(text)
+        """The probability queries of one rendered prompt, or why it cannot be judged."""
         pieces = self.candidate_pieces(text, ids, candidates)
         longest = max(map(len, pieces))
         if len(ids) + longest > self.max_cache_len:
@@ -155,26 +168,40 @@ class LocalBackend:
     def next_token_probs(self, prompts: Sequence[JudgePrompt],
                          candidates: Sequence[str]) -> list[np.ndarray | RowError]:
         """`[K]` f32 per prompt: P(the answer begins with each candidate word), the product of
-        its tokens' probabilities (teacher-forced prefill forwards, no decoding)."""
-        k = len(candidates)
-        plans = [self._prepare(p, candidates) for p in prompts]
+        its tokens' probabilities (teacher-forced prefill forwards, no decoding), after any
+        whitespace the judge writes first (see the module docstring)."""
+        rows = [(self.render(p), self.encode(p)) for p in prompts]
+        return self._word_probs(rows, candidates, depth=0)
+
+    def _word_probs(self, rows: list[tuple[str, list[int]]], candidates: Sequence[str],
+                    depth: int) -> list[np.ndarray | RowError]:
+        """`next_token_probs` of rendered (text, ids) rows; `depth` whitespace tokens deep."""
+        plans = [self._prepare(text, ids, candidates) for text, ids in rows]
         queries = [q for plan in plans if not isinstance(plan, RowError) for q in plan]
-        probs = iter(self._query_probs(queries, k))
+        answers = iter(self._query_probs(queries, len(candidates)))
         out: list[np.ndarray | RowError] = []
-        for plan in plans:
-            if isinstance(plan, RowError):
-                out.append(plan)
-                continue
-            got = [next(probs) for _ in plan]
-            failed = next((g for g in got if isinstance(g, RowError)), None)
+        leads: dict[int, tuple[float, tuple[str, list[int]]]] = {}
+        for i, plan in enumerate(plans):
+            got = plan if isinstance(plan, RowError) else [next(answers) for _ in plan]
+            failed = got if isinstance(got, RowError) else \
+                next((g for g in got if isinstance(g, RowError)), None)
             if failed is not None:
                 out.append(failed)
                 continue
-            word = got[0].astype(np.float64)
-            for (_, _, i), p in zip(plan[1:], got[1:]):
-                word[i] *= p[0]
-            out.append(word.astype(np.float32))
-        return out
+            word = got[0][0].astype(np.float64)
+            for (_, _, c), (p, _, _) in zip(plan[1:], got[1:]):
+                word[c] *= p[0]
+            out.append(word)
+            _, top, p_top = got[0]
+            lead = self.tokenizer.decode([top], skip_special_tokens=False)
+            if depth < MAX_LEAD and lead and not lead.strip():
+                text, ids = rows[i]
+                leads[i] = (p_top, (text + lead, ids + [top]))
+        if leads:
+            after = self._word_probs([row for _, row in leads.values()], candidates, depth + 1)
+            for (i, (p_lead, _)), sub in zip(leads.items(), after):
+                out[i] = sub if isinstance(sub, RowError) else out[i] + p_lead * sub
+        return [o if isinstance(o, RowError) else np.asarray(o, np.float32) for o in out]
 
     def close(self) -> None:
         """Nothing to release: the model's arrays go with the backend."""

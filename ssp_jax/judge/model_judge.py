@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ssp_jax.judge.backend import JudgeBackend, RowError
+from ssp_jax.judge.backend import JudgeBackend, JudgePrompt, RowError
 from ssp_jax.judge.base import Judge, JudgeResult, check_batch
 from ssp_jax.judge.formats.base import JudgeFormat, Verdict
 
@@ -48,14 +48,29 @@ class ModelJudge(Judge):
     def describe(self) -> str:
         return f"{self.format.name} on {self.backend.describe}"
 
+    def close(self) -> None:
+        """Closes the backend (a judge server's connections and request threads)."""
+        self.backend.close()
+
+    def _prompt(self, request: str, response: str, context: str | None) -> JudgePrompt:
+        """The format's prompt; a context goes in its slot, or before the request (as the
+        defender saw it) where the format has none."""
+        if context is None:
+            return self.format.prompt(request, response)
+        if self.format.has_context:
+            return self.format.prompt(request, response, context=context)
+        return self.format.prompt(f"{context}\n\n{request}", response)
+
     def score(self, goals: Sequence[str], attack_prompts: Sequence[str],
-              responses: Sequence[str]) -> JudgeResult:
+              responses: Sequence[str],
+              contexts: Sequence[str | None] | None = None) -> JudgeResult:
         """Scores N responses; failed rows come back excluded (never raises for them)."""
-        n = check_batch(goals, attack_prompts, responses)
+        n = check_batch(goals, attack_prompts, responses, contexts)
         if n == 0:
             return JudgeResult(np.zeros(0, np.float32), [])
         requests = goals if self.instruction_source == "goal" else attack_prompts
-        prompts = [self.format.prompt(q, r) for q, r in zip(requests, responses)]
+        prompts = [self._prompt(q, r, c) for q, r, c in
+                   zip(requests, responses, contexts or [None] * n)]
         try:
             outcomes = self.format.judge(self.backend, prompts, self.scoring)
         except Exception as e:  # a failed judge call excludes its rows; the caller decides

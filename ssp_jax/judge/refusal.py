@@ -315,10 +315,11 @@ class RefusalJudge(Judge):
         return self.classify(text) == "refusal"
 
     def score(
-        self, goals: Sequence[str], attack_prompts: Sequence[str], responses: Sequence[str]
+        self, goals: Sequence[str], attack_prompts: Sequence[str], responses: Sequence[str],
+        contexts: Sequence[str | None] | None = None
     ) -> JudgeResult:
-        """Scores responses only (goals and attack prompts are checked for length, unused)."""
-        check_batch(goals, attack_prompts, responses)
+        """Scores responses only (the other inputs are checked for length, unused)."""
+        check_batch(goals, attack_prompts, responses, contexts)
         value = {"refusal": self.refusal_score, "compliance": self.compliance_score,
                  "empty": self.empty_score}
         verdicts = [self.explain(r) for r in responses]

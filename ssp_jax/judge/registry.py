@@ -62,7 +62,8 @@ FORMATS: dict[str, Callable[[JudgeConfig], JudgeFormat]] = {
     "rubric": lambda c: Rubric(c.max_tokens),
     "llm": lambda c: Rubric(c.max_tokens),  # the rubric's former name
     "llama_guard": lambda c: LlamaGuard(c.llama_guard_version, c.min_answer_mass),
-    "harmbench": lambda c: HarmBench(c.min_answer_mass),
+    "harmbench": lambda c: HarmBench(c.min_answer_mass, "llama2"),
+    "harmbench_mistral": lambda c: HarmBench(c.min_answer_mass, "mistral"),
     "wildguard": lambda c: WildGuard(c.min_answer_mass),
     "strongreject": lambda c: StrongReject(c.max_tokens),
 }
@@ -96,7 +97,8 @@ def check_judge_config(c: JudgeConfig) -> None:
     if not 0 <= c.max_excluded_fraction <= 1:
         raise ValueError(f"config field judge.max_excluded_fraction={c.max_excluded_fraction!r} "
                          "must be in [0, 1]")
-    for field in ("timeout_s", "batch_timeout_s", "max_concurrency", "max_tokens", "batch_size", "max_cache_len"):
+    for field in ("timeout_s", "batch_timeout_s", "max_concurrency", "max_tokens", "batch_size",
+                  "max_cache_len"):
         if not getattr(c, field) > 0:
             raise ValueError(f"config field judge.{field}={getattr(c, field)!r} must be > 0")
     if c.max_retries < 0:

@@ -28,7 +28,9 @@ import numpy as np
 from ssp_jax.cli import UserError
 from ssp_jax.judge.backend import JudgePrompt, RowError
 
-TOP_LOGPROBS = 20  # alternatives asked for at the first position (OpenAI's and vLLM's limit)
+TOP_LOGPROBS = 20  # alternatives asked for at each position (OpenAI's and vLLM's limit)
+ANSWER_TOKENS = 4  # tokens read per probability request: whitespace the judge writes first,
+# then the verdict word's tokens along the greedy answer
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 BACKOFF_S = 0.5  # wait before retry k (k = 0, 1, ...) is BACKOFF_S * 2^k, capped
 MAX_BACKOFF_S = 8.0
@@ -60,31 +62,65 @@ def candidate_probs(top: Sequence[tuple[str, float]], candidates: Sequence[str])
     return np.array([word_prob(top, c) for c in candidates], np.float32)
 
 
-def word_starts(top: Sequence[tuple[str, float]], word: str,
-                spaced: bool = True) -> list[tuple[str, float]]:
+def word_starts(top: Sequence[tuple[str, float]], word: str, spaced: bool = True,
+                skip: str | None = None) -> list[tuple[str, float]]:
     """(the part of `word` it spells, probability) of the likeliest `top` tokens that spell a
-    proper, non-empty beginning of `word` ("un" of "unsafe"), at most MAX_CONTINUATIONS."""
+    proper, non-empty beginning of `word` ("un" of "unsafe"), other than `skip`, at most
+    MAX_CONTINUATIONS."""
     target = bare(word) if spaced else word
     starts: dict[str, float] = {}
     for t, lp in sorted(top, key=lambda e: -e[1]):
         piece = bare(t) if spaced else t
-        if piece and len(piece) < len(target) and target.startswith(piece):
+        if piece and piece != skip and len(piece) < len(target) and target.startswith(piece):
             starts[piece] = starts.get(piece, 0.0) + math.exp(lp)
     return list(starts.items())[:MAX_CONTINUATIONS]
 
 
-def _top_of_chat(choice: dict) -> list[tuple[str, float]] | None:
+# One generated position: (the greedy token's text, its logprob, the top (text, logprob) list)
+Position = tuple[str, float, list[tuple[str, float]]]
+
+
+def _word_from(positions: Sequence[Position], word: str, spaced: bool) -> float:
+    """P(the answer from `positions[0]` on spells `word`): a listed token that is the whole
+    word, plus the greedy token's probability times the rest of the word after it when the
+    greedy token spells only its beginning ("un", then "safe")."""
+    token, logprob, top = positions[0]
+    p = word_prob(top, word, spaced=spaced)
+    piece, target = (bare(token), bare(word)) if spaced else (token, word)
+    if len(positions) > 1 and piece and len(piece) < len(target) and target.startswith(piece):
+        p += math.exp(logprob) * _word_from(positions[1:], target[len(piece):], spaced=False)
+    return p
+
+
+def answer_prob(positions: Sequence[Position], word: str) -> float:
+    """P(the judge's answer is `word`) read along the server's greedy answer: from the first
+    position, and after each greedy token that is only whitespace (Llama Guard 3 writes "\n\n"
+    before its verdict) times that token's probability. Words off the greedy path that need
+    several tokens are not seen (0)."""
+    total, lead = 0.0, 1.0
+    for d, (token, logprob, _) in enumerate(positions):
+        total += lead * _word_from(positions[d:], word, spaced=True)
+        if not token or token.strip():
+            break
+        lead *= math.exp(logprob)
+    return total
+
+
+def _positions_of_chat(choice: dict) -> list[Position] | None:
     content = (choice.get("logprobs") or {}).get("content") or []
     if not content or content[0].get("top_logprobs") is None:
         return None
-    return [(e["token"], float(e["logprob"])) for e in content[0]["top_logprobs"]]
+    return [(e["token"], float(e["logprob"]),
+             [(t["token"], float(t["logprob"])) for t in e["top_logprobs"]]) for e in content]
 
 
-def _top_of_completion(choice: dict) -> list[tuple[str, float]] | None:
-    top = (choice.get("logprobs") or {}).get("top_logprobs") or []
-    if not top or not top[0]:
+def _positions_of_completion(choice: dict) -> list[Position] | None:
+    logprobs = choice.get("logprobs") or {}
+    tops = logprobs.get("top_logprobs") or []
+    if not tops or not tops[0]:
         return None
-    return [(t, float(lp)) for t, lp in top[0].items()]
+    return [(token, float(lp), [(t, float(v)) for t, v in top.items()])
+            for token, lp, top in zip(logprobs["tokens"], logprobs["token_logprobs"], tops)]
 
 
 class RemoteBackend:
@@ -153,22 +189,22 @@ class RemoteBackend:
         when the server returns no log-probs."""
         def probs(choice: dict, prompt: JudgePrompt) -> np.ndarray | RowError:
             chat = prompt.messages is not None
-            top = _top_of_chat(choice) if chat else _top_of_completion(choice)
-            if top is None:
+            positions = _positions_of_chat(choice) if chat else _positions_of_completion(choice)
+            if positions is None:
                 return self._no_logprobs()
-            found = candidate_probs(top, candidates)
+            found = np.array([answer_prob(positions, w) for w in candidates], np.float64)
             for i, word in enumerate(candidates):
                 if found[i] == 0 and not chat:
-                    p = self._continued(prompt.text, top, word, spaced=True)
+                    p = self._continued(prompt.text, positions[0], word, spaced=True)
                     if isinstance(p, RowError):
                         return p
                     found[i] = p
-            return found
+            return found.astype(np.float32)
 
         def body(chat: bool) -> dict:
-            return {"max_tokens": 1, "temperature": 0, "logprobs": True,
+            return {"max_tokens": ANSWER_TOKENS, "temperature": 0, "logprobs": True,
                     "top_logprobs": TOP_LOGPROBS} if chat else \
-                {"max_tokens": 1, "temperature": 0, "logprobs": TOP_LOGPROBS}
+                {"max_tokens": ANSWER_TOKENS, "temperature": 0, "logprobs": TOP_LOGPROBS}
 
         return self._map(prompts, body, probs)
 
@@ -176,26 +212,28 @@ class RemoteBackend:
         return RowError(f"judge server {self.url} ({self.model}) returned no logprobs; use a "
                         "server that offers logprobs or a text-parsing format")
 
-    def _continued(self, text: str, top: Sequence[tuple[str, float]], word: str, *,
+    def _continued(self, text: str, position: Position, word: str, *,
                    spaced: bool) -> float | RowError:
-        """P(the answer after `text` is `word`) through the `top` tokens that spell only a
-        beginning of it: each one's probability times that of the rest after it."""
+        """P(the answer after `text` is `word`) through the listed tokens at `position` that
+        spell only a beginning of it, the greedy one aside (`answer_prob` follows that): each
+        one's probability times that of the rest after it, from one more request each."""
+        greedy, _, top = position
         lead = word[:len(word) - len(bare(word))] if spaced else ""
         rest = bare(word) if spaced else word
         total = 0.0
-        for piece, p in word_starts(top, word, spaced):
+        for piece, p in word_starts(top, word, spaced, skip=bare(greedy) if spaced else greedy):
             prompt = text + lead + piece
             answer = self._post("/completions", {"model": self.model, "prompt": prompt,
-                                                 "max_tokens": 1, "temperature": 0,
+                                                 "max_tokens": ANSWER_TOKENS, "temperature": 0,
                                                  "logprobs": TOP_LOGPROBS})
             if isinstance(answer, RowError):
                 return answer
-            after = _top_of_completion(answer["choices"][0])
+            after = _positions_of_completion(answer["choices"][0])
             if after is None:
                 return self._no_logprobs()
             remainder = rest[len(piece):]
-            q = word_prob(after, remainder, spaced=False) or \
-                self._continued(prompt, after, remainder, spaced=False)
+            q = _word_from(after, remainder, spaced=False) or \
+                self._continued(prompt, after[0], remainder, spaced=False)
             if isinstance(q, RowError):
                 return q
             total += p * q

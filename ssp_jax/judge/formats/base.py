@@ -36,10 +36,12 @@ class JudgeFormat(abc.ABC):
     """A judge's prompt format and verdict map (see the module docstring)."""
 
     name: ClassVar[str]
+    has_context: ClassVar[bool] = False  # the prompt has a slot for a request's context
 
     @abc.abstractmethod
     def prompt(self, request: str, response: str) -> JudgePrompt:
-        """The judge input for one (request, response) pair."""
+        """The judge input for one (request, response) pair; a format with `has_context`
+        also takes `context` (None: the request has none)."""
 
     @abc.abstractmethod
     def verdict_tokens(self, scoring: str) -> int:
@@ -78,7 +80,9 @@ class ProbabilityFormat(JudgeFormat):
         """Verdict from a decoded answer, None when unreadable."""
 
     def verdict_tokens(self, scoring: str) -> int:
-        return 1 if scoring == "probs" else self.text_tokens
+        """`text_tokens` for either scoring: a probability read may follow whitespace and a
+        word's several tokens, and Llama Guard decodes its categories."""
+        return self.text_tokens
 
     def judge(self, backend: JudgeBackend, prompts: Sequence[JudgePrompt],
               scoring: str) -> list[Outcome]:
