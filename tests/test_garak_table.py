@@ -1,4 +1,5 @@
-"""benchmarks/garak_table.py on garak 0.17.1 reports, and garak_scan.sh's argument checks.
+"""benchmarks/garak_table.py on garak 0.17.1 reports; garak_scan.sh's argument and plugin
+checks, and (slow) its end-to-end scans of the tiny model.
 
 `fixtures/garak/report.jsonl` is hand-made in garak 0.17.1's record format (attempt records at
 status 1 then 2, eval, probe_summary, completion): 2 probes, 3 generations per prompt, with
