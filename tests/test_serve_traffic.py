@@ -64,6 +64,11 @@ def test_request_limits_answer_with_openai_errors(client):
         client.completions.create(model=MODEL, prompt="tell me " * (MAX_BODY // 8),
                                   max_tokens=2)
     assert error.value.status_code == 413
+    chunked = httpx2.post(f"{client.base_url}completions", timeout=60,
+                          content=iter([b"x" * (MAX_BODY // 2)] * 3),  # no Content-Length
+                          headers={"Authorization": f"Bearer {KEY}"})
+    assert chunked.status_code == 413
+    assert chunked.json()["error"]["code"] == "request_too_large"
 
 
 def test_a_full_queue_answers_429(client):
@@ -73,7 +78,7 @@ def test_a_full_queue_answers_429(client):
                                            max_tokens=2, temperature=1.0)
             return "ok"
         except openai.RateLimitError as e:
-            assert "full" in str(e)
+            assert "full" in str(e) and e.response.headers["retry-after"] == "1"
             return "429"
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:

@@ -116,7 +116,7 @@ def main(argv: Sequence[str]) -> int:
     from ssp_jax.checkpoint import load_checkpoint, read_saved_config
     from ssp_jax.models import load
     from ssp_jax.serve.api import create_app
-    from ssp_jax.serve.engine import Engine
+    from ssp_jax.serve.engine import Engine, kv_bytes_per_token
 
     if args.checkpoint is not None:
         saved = read_saved_config(pathlib.Path(args.checkpoint).expanduser().absolute())
@@ -133,8 +133,10 @@ def main(argv: Sequence[str]) -> int:
                     max_num_seqs=args.max_num_seqs,
                     max_tokens_in_flight=args.max_tokens_in_flight,
                     prefill_chunk=args.prefill_chunk, segment=DEFAULT_SEGMENT)
-    logging.info("budget: %d KV-cache tokens in flight, %d sequences queued or running",
-                 engine.max_tokens_in_flight, engine.max_num_seqs)
+    logging.info("budget: %d KV-cache tokens in flight (%.0f MiB), %d sequences queued or "
+                 "running", engine.max_tokens_in_flight,
+                 engine.max_tokens_in_flight * kv_bytes_per_token(model.config) / 2**20,
+                 engine.max_num_seqs)
     limits = ServerLimits(args.max_body_bytes, args.max_rows_per_request, args.max_tokens_limit)
     name = args.served_model_name or args.model or args.checkpoint
     app = create_app(engine, name, api_key=args.api_key, limits=limits)
