@@ -117,7 +117,7 @@ def stub_app(attempts: collections.Counter, headers: list) -> fastapi.FastAPI:
         body = await request.json()
         attempts[body["model"]] += 1
         headers.append(request.headers.get("authorization"))
-        if body["model"] == "slow":
+        if body["model"] == "slow" or body["messages"][-1]["content"] == "sleep":
             await asyncio.sleep(5)
         if body["model"] == "broken":
             return fastapi.responses.JSONResponse({"error": {"message": "boom"}}, 500)
@@ -171,6 +171,34 @@ def test_slow_server_times_out_into_row_errors_after_retries(stub):
     assert isinstance(rows[0], RowError)
     assert url in rows[0].message and "Timeout" in rows[0].message
     assert "after 3 attempt(s)" in rows[0].message and attempts["slow"] == 3
+
+
+def test_rows_unfinished_at_the_batch_deadline_are_excluded_without_retries(stub):
+    url, attempts, _ = stub
+    # one row hangs (5 s); per request 60 s and 3 retries would hold the batch for minutes
+    remote = backend(url, "sleepy", timeout_s=60.0, max_retries=3, batch_timeout_s=0.5)
+    try:
+        rows = remote.generate([ask("ok"), ask("sleep"), ask("ok")], max_tokens=4)
+    finally:
+        remote.close()
+    assert rows[0] == rows[2] == "unsafe"
+    assert isinstance(rows[1], RowError)
+    assert "unfinished at the batch deadline judge.batch_timeout_s=0.5" in rows[1].message
+    assert url in rows[1].message
+    assert attempts["sleepy"] == 3  # the hung row was sent once: no retry past the deadline
+
+
+def test_close_releases_the_connections_and_a_judge_closes_its_backend(stub):
+    from ssp_jax.judge.formats.rubric import Rubric
+    from ssp_jax.judge.model_judge import ModelJudge
+
+    url, _, _ = stub
+    judge = ModelJudge(Rubric(8), backend(url, "nologprobs"))
+    judge.close()
+    judge.close()  # idempotent
+    assert judge.backend._client.is_closed
+    with pytest.raises(RuntimeError):
+        judge.backend.generate([ask("hi")], max_tokens=4)
 
 
 def test_server_errors_are_retried_and_bad_requests_are_not(stub):

@@ -9,6 +9,7 @@ import functools
 from etils import epath
 
 from ssp_jax.data import loaders
+from ssp_jax.data.loaders import PromptItem
 from ssp_jax.paths import as_path, open_text
 
 HEADERS = {"harmbench": {"Behavior", "FunctionalCategory"}, "advbench": {"goal", "target"},
@@ -55,3 +56,17 @@ def parse_benchmark(spec: str, limit: int | None) -> tuple[str, str, list]:
         raise ValueError(f"--benchmark {spec!r}: expected NAME=PATH, KIND:NAME=PATH or "
                          "csv:COLUMN:NAME=PATH")
     return name, kind, items[:limit] if limit else items
+
+
+def judge_fields(item: PromptItem) -> tuple[str, str | None]:
+    """(request, context) for the judge: a HarmBench contextual behaviour (the defender sees
+    its context, a blank line, then the behaviour) gives its bare behaviour and the context as
+    a field; any other item its text and None."""
+    behavior = item.meta.get("behavior")
+    if item.meta.get("functional_category") != "contextual" or not behavior:
+        return item.text, None
+    suffix = f"\n\n{behavior}"
+    if not item.text.endswith(suffix):
+        raise ValueError(f"{item.source} item {item.id}: a contextual behaviour's text does not "
+                         f"end with its behaviour {behavior!r}")
+    return behavior, item.text[:-len(suffix)]

@@ -3,8 +3,10 @@ XSTest over-refusal.
 
 Attack modes: `direct` puts the goal to the model as the user turn; `self-attack` first lets
 the model's own attacker (the training brief, greedy) rewrite the goal, then the model
-answers that attack. Responses are greedy. Attack success = judge score ≥ `asr_threshold`,
-over the rows the judge scored; rows it failed on are excluded and counted (`judge_excluded`).
+answers that attack. The judge gets a HarmBench contextual behaviour's context as a field
+(`evaluate.benchmarks.judge_fields`), not pasted into the request. Responses are greedy.
+Attack success = judge score ≥ `asr_threshold`, over the rows the judge scored; rows it failed
+on are excluded and counted (`judge_excluded`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ssp_jax.data.loaders import PromptItem
+from ssp_jax.evaluate.benchmarks import judge_fields
 from ssp_jax.judge.base import Judge
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models.config import ModelConfig
@@ -51,7 +54,10 @@ def evaluate_goals(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge
                                    [defender_prompt(tokenizer, a) for a in attacks],
                                    max_new_tokens, batch_size=batch_size,
                                    max_cache_len=max_cache_len, progress=progress)
-    verdict = judge.score(texts, attacks, responses)
+    requests, contexts = zip(*map(judge_fields, goals)) if goals else ((), ())
+    # a context goes to the judge as a field; judges of goals without one see three lists
+    context_arg = {"contexts": list(contexts)} if any(c is not None for c in contexts) else {}
+    verdict = judge.score(list(requests), attacks, responses, **context_arg)
     judged = verdict.scores[~verdict.excluded]
     nan = float("nan")
     metrics = {"asr": float(np.mean(judged >= asr_threshold)) if judged.size else nan,

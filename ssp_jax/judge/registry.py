@@ -115,7 +115,8 @@ def _remote_backend(c: JudgeConfig):
     from ssp_jax.judge.remote import RemoteBackend  # only when a server is configured
 
     backend = RemoteBackend(c.url, c.remote_model, api_key=api_key, timeout_s=c.timeout_s,
-                            max_concurrency=c.max_concurrency, max_retries=c.max_retries)
+                            max_concurrency=c.max_concurrency, max_retries=c.max_retries,
+                            batch_timeout_s=c.batch_timeout_s)
     backend.check()
     return backend
 

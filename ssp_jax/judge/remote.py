@@ -8,7 +8,8 @@ candidate answer counts only where a listed token spells the whole word, after t
 space marker is set aside (" Yes", "▁Yes" and "Yes" are one word; "un" is not "unsafe").
 Up to `max_concurrency` requests are in flight at once; each has `timeout_s` and is retried
 `max_retries` times with exponential backoff on connection errors, timeouts, HTTP 408/409/429
-and 5xx. A row that still fails is a `RowError` naming the url and the error: the batch goes on,
+and 5xx, never past the batch deadline (`batch_timeout_s`). A row that still fails, or is
+unfinished at the deadline, is a `RowError` naming the url and the error: the batch goes on,
 and no answer is ever made up for it.
 
 HTTP goes through httpx2 (the maintained successor of httpx, which the `openai` client and
@@ -18,6 +19,7 @@ huggingface_hub use).
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import math
 import time
 from typing import Any, Callable, Sequence
@@ -28,12 +30,16 @@ import numpy as np
 from ssp_jax.cli import UserError
 from ssp_jax.judge.backend import JudgePrompt, RowError
 
+log = logging.getLogger(__name__)
+
 TOP_LOGPROBS = 20  # alternatives asked for at each position (OpenAI's and vLLM's limit)
 ANSWER_TOKENS = 4  # tokens read per probability request: whitespace the judge writes first,
 # then the verdict word's tokens along the greedy answer
 RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 BACKOFF_S = 0.5  # wait before retry k (k = 0, 1, ...) is BACKOFF_S * 2^k, capped
 MAX_BACKOFF_S = 8.0
+DEADLINE_GRACE_S = 1.0  # past the batch deadline, time for requests cut at it to return
+LATE = "unfinished at the batch deadline"
 
 
 SPACE_MARKS = (" ", "\u2581", "\u0120")  # a space, SentencePiece's "▁", byte-level BPE's "Ġ"
@@ -125,19 +131,26 @@ def _positions_of_completion(choice: dict) -> list[Position] | None:
 
 class RemoteBackend:
     """`JudgeBackend` over an OpenAI-compatible server at `url` (e.g. `http://HOST:PORT/v1`)
-    serving `model`. `api_key` (None: none) is sent as a bearer token."""
+    serving `model`. `api_key` (None: none) is sent as a bearer token. `batch_timeout_s`
+    (None: none) bounds each `generate` / `next_token_probs` call: rows unfinished by then
+    (retries and backoff included) are RowErrors naming the deadline, and no request outlives
+    it by more than its own connection teardown."""
 
     def __init__(self, url: str, model: str, *, api_key: str | None, timeout_s: float,
-                 max_concurrency: int, max_retries: int) -> None:
+                 max_concurrency: int, max_retries: int,
+                 batch_timeout_s: float | None = None) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"judge url {url!r} must start with http:// or https://")
-        if timeout_s <= 0 or max_concurrency < 1 or max_retries < 0:
+        if timeout_s <= 0 or max_concurrency < 1 or max_retries < 0 or \
+                (batch_timeout_s is not None and batch_timeout_s <= 0):
             raise ValueError(f"judge server {url}: need timeout_s > 0 (got {timeout_s}), "
-                             f"max_concurrency ≥ 1 (got {max_concurrency}) and max_retries ≥ 0 "
-                             f"(got {max_retries})")
+                             f"max_concurrency ≥ 1 (got {max_concurrency}), max_retries ≥ 0 "
+                             f"(got {max_retries}) and batch_timeout_s > 0 or None (got "
+                             f"{batch_timeout_s})")
         self.url = url.rstrip("/")
         self.model = model
         self.max_retries = max_retries
+        self.timeout_s, self.batch_timeout_s = timeout_s, batch_timeout_s
         self.describe = f"url:{self.url} {model}"
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx2.Client(
@@ -168,13 +181,14 @@ class RemoteBackend:
                             f"serves: {', '.join(served) or 'nothing'}")
 
     def close(self) -> None:
-        """Closes the connections and the request threads."""
-        self._pool.shutdown()
+        """Closes the request threads (requests not yet sent are dropped) and the
+        connections; calling it again does nothing."""
+        self._pool.shutdown(cancel_futures=True)
         self._client.close()
 
     def generate(self, prompts: Sequence[JudgePrompt], max_tokens: int) -> list[str | RowError]:
         """Greedy completion of each prompt (stripped of surrounding whitespace)."""
-        def text(choice: dict, prompt: JudgePrompt) -> str:
+        def text(choice: dict, prompt: JudgePrompt, deadline: float | None) -> str:
             chat = prompt.messages is not None
             return ((choice["message"]["content"] if chat else choice["text"]) or "").strip()
 
@@ -187,7 +201,8 @@ class RemoteBackend:
         raw text prompt, a word the server lists only the beginning of ("un" for "unsafe") is
         followed up: P("un") times P("safe" | prompt + "un") from one more request. A RowError
         when the server returns no log-probs."""
-        def probs(choice: dict, prompt: JudgePrompt) -> np.ndarray | RowError:
+        def probs(choice: dict, prompt: JudgePrompt,
+                  deadline: float | None) -> np.ndarray | RowError:
             chat = prompt.messages is not None
             positions = _positions_of_chat(choice) if chat else _positions_of_completion(choice)
             if positions is None:
@@ -195,7 +210,8 @@ class RemoteBackend:
             found = np.array([answer_prob(positions, w) for w in candidates], np.float64)
             for i, word in enumerate(candidates):
                 if found[i] == 0 and not chat:
-                    p = self._continued(prompt.text, positions[0], word, spaced=True)
+                    p = self._continued(prompt.text, positions[0], word, spaced=True,
+                                        deadline=deadline)
                     if isinstance(p, RowError):
                         return p
                     found[i] = p
@@ -212,8 +228,8 @@ class RemoteBackend:
         return RowError(f"judge server {self.url} ({self.model}) returned no logprobs; use a "
                         "server that offers logprobs or a text-parsing format")
 
-    def _continued(self, text: str, position: Position, word: str, *,
-                   spaced: bool) -> float | RowError:
+    def _continued(self, text: str, position: Position, word: str, *, spaced: bool,
+                   deadline: float | None) -> float | RowError:
         """P(the answer after `text` is `word`) through the listed tokens at `position` that
         spell only a beginning of it, the greedy one aside (`answer_prob` follows that): each
         one's probability times that of the rest after it, from one more request each."""
@@ -225,7 +241,7 @@ class RemoteBackend:
             prompt = text + lead + piece
             answer = self._post("/completions", {"model": self.model, "prompt": prompt,
                                                  "max_tokens": ANSWER_TOKENS, "temperature": 0,
-                                                 "logprobs": TOP_LOGPROBS})
+                                                 "logprobs": TOP_LOGPROBS}, deadline)
             if isinstance(answer, RowError):
                 return answer
             after = _positions_of_completion(answer["choices"][0])
@@ -233,16 +249,20 @@ class RemoteBackend:
                 return self._no_logprobs()
             remainder = rest[len(piece):]
             q = _word_from(after, remainder, spaced=False) or \
-                self._continued(prompt, after[0], remainder, spaced=False)
+                self._continued(prompt, after[0], remainder, spaced=False, deadline=deadline)
             if isinstance(q, RowError):
                 return q
             total += p * q
         return total
 
     def _map(self, prompts: Sequence[JudgePrompt], extra: dict | Callable[[bool], dict],
-             read: Callable[[dict, JudgePrompt], Any]) -> list:
+             read: Callable[[dict, JudgePrompt, float | None], Any]) -> list:
         """Sends every prompt (concurrently) and reads each first choice with `read(choice,
-        prompt)`; failures of any kind become RowErrors."""
+        prompt, deadline)`; failures of any kind, and rows unfinished at the batch deadline,
+        become RowErrors."""
+        deadline = None if self.batch_timeout_s is None else \
+            time.monotonic() + self.batch_timeout_s
+
         def one(prompt: JudgePrompt) -> Any:
             chat = prompt.messages is not None
             fields = extra(chat) if callable(extra) else extra
@@ -250,11 +270,11 @@ class RemoteBackend:
                 path, body = "/chat/completions", {"messages": [dict(m) for m in prompt.messages]}
             else:
                 path, body = "/completions", {"prompt": prompt.text}
-            answer = self._post(path, {"model": self.model, **body, **fields})
+            answer = self._post(path, {"model": self.model, **body, **fields}, deadline)
             if isinstance(answer, RowError):
                 return answer
             try:
-                return read(answer["choices"][0], prompt)
+                return read(answer["choices"][0], prompt, deadline)
             except (KeyError, IndexError, TypeError, ValueError) as e:
                 return RowError(f"judge server {self.url}{path} ({self.model}): unexpected "
                                 f"answer ({type(e).__name__}: {e}): {str(answer)[:300]}")
@@ -266,15 +286,35 @@ class RemoteBackend:
                 return RowError(f"judge server {self.url} ({self.model}): "
                                 f"{type(e).__name__}: {e}")
 
-        return list(self._pool.map(guarded, prompts))
+        futures = [self._pool.submit(guarded, p) for p in prompts]
+        wait_s = None if deadline is None else self.batch_timeout_s + DEADLINE_GRACE_S
+        done, _ = concurrent.futures.wait(futures, timeout=wait_s)
+        out = [f.result() if f in done else self._late(f) for f in futures]
+        late = sum(isinstance(o, RowError) and o.message.startswith(LATE) for o in out)
+        if late:
+            log.warning("judge server %s: %d of %d rows unfinished at judge.batch_timeout_s=%s; "
+                        "excluded", self.url, late, len(out), self.batch_timeout_s)
+        return out
 
-    def _post(self, path: str, body: dict) -> dict | RowError:
-        """POSTs with retries and exponential backoff; the decoded JSON or a RowError."""
+    def _late(self, future: concurrent.futures.Future) -> RowError:
+        future.cancel()  # not started yet: never sent
+        return RowError(f"{LATE} judge.batch_timeout_s={self.batch_timeout_s} "
+                        f"(judge server {self.url}, {self.model})")
+
+    def _post(self, path: str, body: dict, deadline: float | None) -> dict | RowError:
+        """POSTs with retries and exponential backoff, none past `deadline` (time.monotonic;
+        None: none); the decoded JSON or a RowError."""
         error, attempts = "", 0
         for attempt in range(self.max_retries + 1):
+            left = self.timeout_s if deadline is None else deadline - time.monotonic()
+            if left <= 0:
+                return RowError(f"{LATE} judge.batch_timeout_s={self.batch_timeout_s} "
+                                f"(judge server {self.url}{path}, {self.model}; after "
+                                f"{attempts} attempt(s): {error or 'none sent'})")
             attempts = attempt + 1
             try:
-                response = self._client.post(path, json=body)
+                response = self._client.post(path, json=body,
+                                             timeout=min(self.timeout_s, left))
             except httpx2.HTTPError as e:
                 error = f"{type(e).__name__}: {e}"
             else:
@@ -288,6 +328,8 @@ class RemoteBackend:
                     if response.status_code not in RETRY_STATUS:
                         break  # the request itself is wrong: sending it again cannot help
             if attempt < self.max_retries:
-                time.sleep(min(BACKOFF_S * 2 ** attempt, MAX_BACKOFF_S))
+                wait = min(BACKOFF_S * 2 ** attempt, MAX_BACKOFF_S)
+                time.sleep(wait if deadline is None else
+                           max(0.0, min(wait, deadline - time.monotonic())))
         return RowError(f"judge server {self.url}{path} ({self.model}) failed after {attempts} "
                         f"attempt(s): {error}")
