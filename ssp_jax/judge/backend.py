@@ -51,8 +51,11 @@ class JudgeBackend(Protocol):
         """For each prompt, `[K]` f32: the probability that the judge's answer begins with each
         of the K candidate words, all of its tokens (as the word is tokenized right after the
         prompt: " Yes" after "[/INST]", "unsafe" as "un" + "safe" where the vocabulary splits
-        it). A token that only begins a candidate ("un") never stands for the whole word. 0
-        where the word's tokens are not among a server's top log-probs."""
+        it). A token that only begins a candidate ("un") never stands for the whole word.
+        Where the judge's likeliest next token is only whitespace (Llama Guard 3 writes "\n\n"
+        before its verdict), the word may also begin after it: P(whitespace) · P(word | prompt
+        + whitespace) is added. 0 where the word's tokens are not among a server's top
+        log-probs."""
         ...
 
     def close(self) -> None:

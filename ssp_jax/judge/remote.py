@@ -3,9 +3,10 @@
 
 Chat prompts go to `/chat/completions`, raw text prompts (a guard model's own format) to
 `/completions`, always greedy (temperature 0). Probabilities come from the server's log-probs
-at the first generated position: `top_logprobs` for chat, `logprobs: N` for completions. A
-candidate answer counts only where a listed token spells the whole word, after the leading
-space marker is set aside (" Yes", "▁Yes" and "Yes" are one word; "un" is not "unsafe").
+along the first ANSWER_TOKENS greedy tokens (`answer_prob`): `top_logprobs` for chat,
+`logprobs: N` for completions. A candidate answer counts only where listed tokens spell the
+whole word, after the leading space marker is set aside (" Yes", "▁Yes" and "Yes" are one
+word; "un" is not "unsafe", but "un" then "safe" is), past whitespace the judge writes first.
 Up to `max_concurrency` requests are in flight at once; each has `timeout_s` and is retried
 `max_retries` times with exponential backoff on connection errors, timeouts, HTTP 408/409/429
 and 5xx, never past the batch deadline (`batch_timeout_s`). A row that still fails, or is
@@ -197,10 +198,11 @@ class RemoteBackend:
     def next_token_probs(self, prompts: Sequence[JudgePrompt],
                          candidates: Sequence[str]) -> list[np.ndarray | RowError]:
         """`[K]` f32 probabilities that the answer begins with each candidate word, read from
-        the server's top log-probs (see `word_prob`; 0 where the word is not among them). For a
-        raw text prompt, a word the server lists only the beginning of ("un" for "unsafe") is
-        followed up: P("un") times P("safe" | prompt + "un") from one more request. A RowError
-        when the server returns no log-probs."""
+        the server's top log-probs along its greedy answer (`answer_prob`; 0 where the word is
+        not among them). For a raw text prompt, a word that got nothing there but whose
+        beginning is listed off the greedy answer ("un" for "unsafe") is followed up: P("un")
+        times P("safe" | prompt + "un") from one more request. A RowError when the server
+        returns no log-probs."""
         def probs(choice: dict, prompt: JudgePrompt,
                   deadline: float | None) -> np.ndarray | RowError:
             chat = prompt.messages is not None
