@@ -160,9 +160,9 @@ class LocalBackend:
         if len(ids) + longest > self.max_cache_len:
             return self._too_long(len(ids), longest)
         if any(not p for p in pieces) or len({tuple(p) for p in pieces}) < len(pieces):
-            return RowError(f"the answers {list(candidates)} are not distinct token sequences "
-                            f"in the judge's tokenizer ({self.describe}); this judge model "
-                            "does not fit the format")
+            return RowError(f"the answers {list(candidates)} share a first token and are not "
+                            f"distinct token sequences in the judge's tokenizer "
+                            f"({self.describe}); this judge model does not fit the format")
         return self._queries(ids, pieces)
 
     def next_token_probs(self, prompts: Sequence[JudgePrompt],
