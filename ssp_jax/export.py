@@ -1,7 +1,7 @@
 """Export a training checkpoint as a Hugging Face folder (for vLLM, lm-eval-harness, HarmBench).
 
-  python -m ssp_jax.export --checkpoint runs/demo/checkpoints/20 --out exported/
-  python -m ssp_jax.export --checkpoint runs/lora/checkpoints/20 --out merged/ \\
+  python -m ssp_jax.export --checkpoint runs/demo/checkpoints/2 --out exported/
+  python -m ssp_jax.export --checkpoint runs/lora/checkpoints/2 --out merged/ \\
       --peft-out adapter/
 
 The checkpoint's saved config names the base model (for the architecture and tokenizer);
@@ -23,7 +23,7 @@ from typing import Callable
 import safetensors.numpy
 from etils import epath
 
-from ssp_jax import cli
+from ssp_jax import cli, preflight
 from ssp_jax.checkpoint import Policy, merged_model, restore_policy
 from ssp_jax.models import lora, save_hf
 from ssp_jax.paths import PathLike, as_path, copy_tree, is_local
@@ -74,6 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output Hugging Face folder")
     p.add_argument("--peft-out", help="also write a LoRA run's adapters as a PEFT folder here")
     args = p.parse_args(argv)
+    preflight.check_checkpoint(args.checkpoint)  # before the model loads
+    preflight.check_workdir(args.out, "--out")
+    if args.peft_out:
+        preflight.check_workdir(args.peft_out, "--peft-out")
     export(args.checkpoint, args.out, args.peft_out)
     return 0
 

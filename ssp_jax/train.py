@@ -33,7 +33,7 @@ from ssp_jax.cli import UserError
 from ssp_jax.collapse import CollapseError, CollapseMonitor, default_limits
 from ssp_jax.diversity import DiversityWindow
 from ssp_jax.judge.intent import IntentCheck
-from ssp_jax.judge.base import JudgeFailed
+from ssp_jax.judge.base import Judge, JudgeFailed
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import JudgeModel, check_judge_cache, make_judge
 from ssp_jax.metrics import LOG_FILES, MetricsWriter, read_metrics
@@ -134,20 +134,7 @@ class Trainer:
         # the policy, without a copy; with rl.beta = 0 no reference exists.
         # With LoRA the loaded arrays are also the frozen base the adapters apply to.
         self.ref_params = params if cfg.rl.beta > 0 or cfg.model.lora.enabled else None
-
-        def frozen_policy() -> JudgeModel:  # the loaded arrays serve the KL and the judge
-            return JudgeModel(self.model_cfg, params, self.tokenizer)
-
-        self.judge = make_judge(cfg.judge, frozen_policy=frozen_policy, mesh=self.mesh,
-                                dtype=cfg.model.dtype)
-        check_judge_cache(
-            self.judge, response_tokens=cfg.selfplay.defender_max_tokens,
-            response_field="selfplay.defender_max_tokens",
-            **({"request_tokens": cfg.selfplay.max_prompt_tokens,
-                "request_field": "selfplay.max_prompt_tokens"}
-               if cfg.judge.instruction_source == "goal" else
-               {"request_tokens": cfg.selfplay.attacker_max_tokens,
-                "request_field": "selfplay.attacker_max_tokens"}))
+        self.judge = self._make_judge(params)
         self.optimizer = make_optimizer(cfg.rl)  # compilation starts here, once the judge is up
         trained = params
         if cfg.model.lora.enabled:  # only the adapters are trained
@@ -194,6 +181,26 @@ class Trainer:
         if jax.process_index() == 0:
             self.workdir.mkdir(parents=True, exist_ok=True)
             (self.workdir / "config.json").write_text(json.dumps(to_json(cfg), indent=2))
+
+    def _make_judge(self, params: Params) -> Judge:
+        """The configured judge (a policy-as-judge runs on the loaded arrays `params`, shared
+        with the KL reference), checked to fit the self-play prompts and answers."""
+        cfg = self.cfg
+
+        def frozen_policy() -> JudgeModel:
+            return JudgeModel(self.model_cfg, params, self.tokenizer)
+
+        judge = make_judge(cfg.judge, frozen_policy=frozen_policy, mesh=self.mesh,
+                           dtype=cfg.model.dtype)
+        check_judge_cache(
+            judge, response_tokens=cfg.selfplay.defender_max_tokens,
+            response_field="selfplay.defender_max_tokens",
+            **({"request_tokens": cfg.selfplay.max_prompt_tokens,
+                "request_field": "selfplay.max_prompt_tokens"}
+               if cfg.judge.instruction_source == "goal" else
+               {"request_tokens": cfg.selfplay.attacker_max_tokens,
+                "request_field": "selfplay.attacker_max_tokens"}))
+        return judge
 
     @property
     def policy_params(self) -> Params:
@@ -350,5 +357,11 @@ class Trainer:
 
 
 def train(config: Any, workdir: PathLike) -> dict:
-    """Builds a Trainer and runs it."""
-    return Trainer(config, workdir).run()
+    """Builds a Trainer and runs it. The Trainer sets its device mesh globally; the mesh that
+    was set before (usually none) is set again afterwards, so that models loaded later in the
+    process (an experiment's checkpoints, on one device) are not checked against it."""
+    previous = jax.sharding.get_mesh()
+    try:
+        return Trainer(config, workdir).run()
+    finally:
+        jax.set_mesh(None if previous.empty else previous)

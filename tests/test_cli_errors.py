@@ -38,9 +38,9 @@ def run(*args, env_extra=None):
     (["-m", "ssp_jax.evaluate", "--model", "tiny-random", "--benchmark", "hb=x.csv", "--out",
       "/tmp/unused", "--judge", "llama_guard"], "error: --judge llama_guard needs a fixed judge"),
     (["-m", "ssp_jax.export", "--checkpoint", "/nonexistent/7", "--out", "/tmp/unused"],
-     "error: /nonexistent/7 is not a checkpoint step folder"),
+     "error: --checkpoint /nonexistent/7: does not exist"),
     (["-m", "ssp_jax.generate", "--model", "/nonexistent/model", "--prompt", "hi"],
-     "error: unknown model '/nonexistent/model'"),
+     "error: --model /nonexistent/model: not a built-in model"),
 ])
 def test_a_user_error_is_one_line_and_exit_code_2(args, message):
     proc = run(*args)
@@ -56,3 +56,52 @@ def test_no_pytorch_advice_on_a_torch_free_install():
     # the same import without our setting does print it: the test can see the line
     loud = run("-c", HIDE_TORCH + "import transformers")
     assert "PyTorch was not found" in loud.stderr
+
+
+MAIN = ["-m", "ssp_jax.main", "--config", "configs/tiny.py", "--workdir", "/tmp/unused"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["-m", "ssp_jax.main", "--config", "configs/smollm2_135.py", "--workdir", "/tmp/unused"],
+     "error: --config configs/smollm2_135.py: no such config file; did you mean "
+     "configs/smollm2_135m.py, configs/smollm2_135m_lora.py?"),
+    (["-m", "ssp_jax.main", "--config", "configs/smollm2_135m.py:recipes", "--workdir",
+      "/tmp/unused"], "error: --config: configs/smollm2_135m.py: unknown argument 'recipes'"),
+    (["-m", "ssp_jax.main", "--config", "configs/tiny.py", "--workdir", "setup.py"],
+     "error: --workdir setup.py: is a file, not a folder"),
+    (["-m", "ssp_jax.main", "--config", "configs/smollm2_135m.py:recipe=/nonexistent",
+      "--workdir", "/tmp/unused"], "error: data.sources[0] ('advbench'): no file "
+     "/nonexistent/advbench/harmful_behaviors.csv; fetch it with `python -m "
+     "ssp_jax.data.fetch advbench --dir /nonexistent`"),
+    ([*MAIN, "--config.model.spec=/nonexistent/model"],
+     "error: model.spec /nonexistent/model: not a built-in model"),
+    ([*MAIN, "--config.judge.name=llama_guard", "--config.judge.model=/nonexistent/guard"],
+     "error: judge.model /nonexistent/guard: not a built-in model"),
+    ([*MAIN, "--config.judge.name=llama_guard", "--config.judge.url=http://127.0.0.1:9/v1",
+      "--config.judge.remote_model=guard", "--config.judge.timeout_s=5.0"],
+     "error: judge server http://127.0.0.1:9/v1 cannot be reached"),
+    ([*MAIN, "--config.ckpt.restore_from=/nonexistent/3"],
+     "error: ckpt.restore_from /nonexistent/3: does not exist"),
+    (["-m", "ssp_jax.experiment", "--config", "configs/smollm2_135.py", "--out", "/tmp/unused"],
+     "error: --config configs/smollm2_135.py: no such config file"),
+    (["-m", "ssp_jax.experiment", "--config", "configs/smollm2_135m.py:recipe=/nonexistent",
+      "--out", "/tmp/unused"], "error: data.sources[0] ('advbench'): no file /nonexistent/"),
+    (["-m", "ssp_jax.experiment", "--config", "configs/tiny.py", "--out", "setup.py"],
+     "error: --out setup.py: is a file, not a folder"),
+    (["-m", "ssp_jax.generate", "--checkpoint", "/nonexistent/7", "--prompt", "hi"],
+     "error: --checkpoint /nonexistent/7: does not exist"),
+    (["-m", "ssp_jax.evaluate", "--checkpoint", "configs", "--benchmark", "xs=x.csv", "--out",
+      "/tmp/unused"], "error: --checkpoint configs: is not a checkpoint step folder of ssp_jax"),
+    (["-m", "ssp_jax.evaluate", "--model", "tiny-random", "--benchmark", "xs=x.csv", "--out",
+      "setup.py"], f"error: --out {ROOT / 'setup.py'}: is a file, not a folder"),
+    (["-m", "ssp_jax.export", "--checkpoint", "configs", "--out", "/tmp/unused"],
+     "error: --checkpoint configs: is not a checkpoint step folder of ssp_jax"),
+])
+def test_a_bad_path_or_server_is_one_line_before_any_model_loads(args, message):
+    """The checks of ssp_jax/preflight.py through each command line: the error is the only
+    line on stderr (no model-loading log, no traceback)."""
+    proc = run(*args)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.splitlines() == [proc.stderr.splitlines()[-1]], proc.stderr[-2000:]
+    assert proc.stderr.startswith(message), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr

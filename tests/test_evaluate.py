@@ -55,7 +55,7 @@ def test_xstest_over_refusal_counts_each_label(monkeypatch):
                        "unsafe_compliance_rate": 0.0, "n_unsafe": 1.0}
 
 
-def test_cli_end_to_end_on_the_tiny_model(tmp_path):
+def test_cli_end_to_end_on_the_tiny_model(tmp_path, capsys):
     out = tmp_path / "eval"
     code = cli.main(["--model", "tiny-random", "--benchmark",
                      f"hb={FIXTURES / 'harmbench_small.csv'}", "--benchmark",
@@ -77,6 +77,19 @@ def test_cli_end_to_end_on_the_tiny_model(tmp_path):
     items = [json.loads(line) for line in (out / "items.jsonl").read_text().splitlines()]
     assert len(items) == 2 * 2 + 2 * 2 + 2  # two modes per goal set, XSTest once
     assert (out / "comparison.png").read_bytes()[:4] == PNG_MAGIC
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"outputs in {out}: results.md, results.json, items.jsonl, comparison.png")
+
+
+def test_help_examples_evaluate_the_quick_start_checkpoint_on_held_out_sets():
+    from ssp_jax import export
+    from ssp_jax.evaluate import __main__ as evaluate_main
+
+    for doc in (evaluate_main.__doc__, export.__doc__):
+        assert "checkpoints/2 " in doc and "checkpoints/20" not in doc
+    assert "harmbench_behaviors_text_val" not in evaluate_main.__doc__  # the recipe trains on it
+    # each continued command line ends in a backslash, not in the next line's indentation
+    assert "--judge llama_guard \\\n      --judge-model" in evaluate_main.__doc__
 
 
 def test_cli_on_the_real_benchmark_files(tmp_path, shared_data):

@@ -1,15 +1,20 @@
 """Evaluate models or checkpoints on safety benchmarks; calibrate a judge; plot a run.
 
-  python -m ssp_jax.evaluate --model smollm2-135m-instruct --checkpoint runs/demo/checkpoints/20 \\
-      --benchmark harmbench=data/harmbench/harmbench_behaviors_text_val.csv \\
-      --benchmark xstest=data/xstest/xstest_prompts.csv --judge refusal --out eval/ --limit 20
+  python -m ssp_jax.evaluate --model smollm2-135m-instruct --checkpoint runs/demo/checkpoints/2 \\
+      --benchmark harmbench_test=data/harmbench/harmbench_behaviors_text_test.csv \\
+      --benchmark xstest=data/xstest/xstest_prompts.csv --judge refusal --limit 20 --out eval/demo
   python -m ssp_jax.evaluate calibrate --judge refusal --completions xstest_v2_completions_*.csv
-  python -m ssp_jax.evaluate --model M --benchmark ... --judge llama_guard \
+  python -m ssp_jax.evaluate --model M --benchmark ... --judge llama_guard \\
       --judge-model ~/models/Llama-Guard-3-8B --out eval/
 
 A model-based judge is one fixed judge for every model compared: --judge-model SPEC or
 --judge-url URL --judge-remote-model NAME; --judge-model self lets each model judge itself.
   python -m ssp_jax.evaluate plot-run --metrics runs/demo/metrics.jsonl --out eval/
+
+`python -m ssp_jax.data.fetch harmbench xstest --dir data/` writes the two files above;
+HarmBench's test split and XSTest are never trained on (configs/smollm2_135m.py:recipe trains on
+HarmBench val). Models, checkpoints, a judge model or server and --out are checked before any
+model loads.
 
 Benchmarks are NAME=PATH; the kind (harmbench, advbench, xstest) is read from the CSV header,
 or given as KIND:NAME=PATH (harmbench, harmbench_standard: no contextual rows, advbench,
@@ -23,7 +28,7 @@ import json
 import pathlib
 
 
-from ssp_jax import cli
+from ssp_jax import cli, preflight
 from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.evaluate.benchmarks import benchmark_kind, parse_benchmark  # noqa: F401
 from ssp_jax.evaluate.report import plot_comparison, plot_training_curves, write_results
@@ -108,6 +113,18 @@ def build_judge(c: JudgeConfig, model=None, tokenizer=None, *, max_new_tokens: i
     return judge
 
 
+def check_inputs(args: argparse.Namespace, judge_cfg: JudgeConfig) -> None:
+    """Every model, checkpoint, judge model and output folder the flags name, before any loads
+    (a judge server is checked when the judge is built, before the models)."""
+    preflight.check_workdir(args.out, "--out")
+    for spec in args.model:
+        preflight.check_model_spec(spec, "--model")
+    for path in args.checkpoint:
+        preflight.check_checkpoint(path)
+    if judge_cfg.model:
+        preflight.check_model_spec(judge_cfg.model, "--judge-model")
+
+
 def run_evaluation(args: argparse.Namespace) -> dict:
     if not args.model and not args.checkpoint:
         raise ValueError("give at least one --model or --checkpoint")
@@ -115,6 +132,7 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     if unknown := set(modes) - set(MODES):
         raise ValueError(f"--modes: unknown {sorted(unknown)}; valid: {', '.join(MODES)}")
     judge_cfg = judge_config(args, allow_self=True)
+    check_inputs(args, judge_cfg)
     benchmarks = {}
     for spec in args.benchmark:
         name, kind, items = parse_benchmark(spec, args.limit)
@@ -141,6 +159,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     if run_dirs:
         plot_training_curves(read_metrics(run_dirs[0]), args.out / "training_curves.png")
     print((args.out / "results.md").read_text())
+    written = ["results.md", "results.json", "items.jsonl", "comparison.png"]
+    print(f"outputs in {args.out}: {', '.join(written + ['training_curves.png'] * bool(run_dirs))}")
     return results
 
 
