@@ -8,8 +8,8 @@ what is wrong, so that a typo costs a second instead of a model load and a trace
 * `check_workdir`: a run or output folder is a folder, or can be created, and is writable;
 * `check_model_spec`: a model spec is a built-in name, a Hugging Face folder or a .gguf file;
 * `check_checkpoint`: a checkpoint step folder exists, is complete and its base model exists;
-* `check_training`: a validated training config's data files, model, judge and
-  `ckpt.restore_from`;
+* `check_training`: a validated training config's workdir (and the checkpoint it would resume
+  from: same model), data files, model, judge and `ckpt.restore_from`;
 * `check_judge`: a judge model exists, or a judge server answers and serves its model.
 
 Remote (`gs://...`) paths are not checked here; their errors come when they are read.
@@ -200,13 +200,35 @@ def check_judge(c: Any, prefix: str = "judge.") -> None:
             backend.close()
 
 
+def check_resumable(cfg: Any, workdir: PathLike) -> None:
+    """The newest complete checkpoint in `workdir`, if any, was made with the model and replay
+    seed of `cfg` (the fields a resume cannot change, ssp_jax/resume.py)."""
+    from ssp_jax.config import to_json
+    from ssp_jax.resume import config_changes, fixed_change_error
+
+    folder = as_path(workdir) / "checkpoints"
+    steps = _finished_steps(folder) if folder.is_dir() else []
+    if not steps:
+        return
+    try:
+        meta = json.loads((folder / str(steps[-1]) / "meta" / "metadata").read_text())
+        saved = meta["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an unreadable checkpoint is skipped by the trainer, with a warning
+    if saved is not None and (message := fixed_change_error(
+            config_changes(saved, to_json(cfg)), steps[-1])):
+        raise UserError(f"--workdir {workdir}: {message}")
+
+
 def check_training(cfg: Any, workdir: PathLike | None) -> None:
-    """Everything a training run of the validated config `cfg` reads: the workdir, the goal
-    and benign data files, the model, the judge and `ckpt.restore_from`."""
+    """Everything a training run of the validated config `cfg` reads: the workdir (and the
+    checkpoint it would resume from), the goal and benign data files, the model, the judge and
+    `ckpt.restore_from`."""
     from ssp_jax.data.mixture import plain_data
 
     if workdir is not None:
         check_workdir(workdir)
+        check_resumable(cfg, workdir)
     check_data_files("data", plain_data(cfg.data))
     if cfg.selfplay.benign_per_step:
         check_data_files("benign_data", plain_data(cfg.benign_data))

@@ -54,6 +54,17 @@ def config_changes(saved: Mapping[str, Any], current: Mapping[str, Any]
             if k not in NOT_COMPARED and old.get(k, _MISSING) != new.get(k, _MISSING)}
 
 
+def fixed_change_error(changes: Mapping[str, tuple[Any, Any]], step: int) -> str | None:
+    """The error naming every field of `changes` in FIXED_ON_RESUME, or None."""
+    fixed = {k: v for k, v in changes.items() if k in FIXED_ON_RESUME}
+    if not fixed:
+        return None
+    listed = ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in fixed.items())
+    return (f"cannot resume from the checkpoint of step {step} with a changed {listed}: "
+            f"{', '.join(FIXED_ON_RESUME)} are fixed by the checkpoint. Set them back to the "
+            "checkpoint's values, or start a new workdir.")
+
+
 def check_resume_config(saved: Mapping[str, Any] | None, current: Mapping[str, Any],
                         step: int) -> dict[str, tuple[Any, Any]]:
     """The honoured changes of a resume from the checkpoint of `step` (each logged), or a
@@ -63,13 +74,8 @@ def check_resume_config(saved: Mapping[str, Any] | None, current: Mapping[str, A
         log.warning("the checkpoint of step %d records no config; changes are not checked", step)
         return {}
     changes = config_changes(saved, current)
-    fixed = {k: v for k, v in changes.items() if k in FIXED_ON_RESUME}
-    if fixed:
-        listed = ", ".join(f"{k} ({old!r} -> {new!r})" for k, (old, new) in fixed.items())
-        raise ConfigError(
-            f"cannot resume from the checkpoint of step {step} with a changed {listed}: "
-            f"{', '.join(FIXED_ON_RESUME)} are fixed by the checkpoint. Set them back to the "
-            "checkpoint's values, or start a new workdir.")
+    if message := fixed_change_error(changes, step):
+        raise ConfigError(message)
     for k, (old, new) in changes.items():
         log.warning("resuming from step %d with %s = %r (the checkpoint had %r)", step, k, new,
                     old)

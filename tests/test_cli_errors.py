@@ -105,3 +105,20 @@ def test_a_bad_path_or_server_is_one_line_before_any_model_loads(args, message):
     assert proc.stderr.splitlines() == [proc.stderr.splitlines()[-1]], proc.stderr[-2000:]
     assert proc.stderr.startswith(message), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_resuming_a_workdir_of_another_model_is_one_line_before_any_model_loads(tmp_path):
+    import json
+
+    step = tmp_path / "checkpoints" / "2"
+    (step / "state").mkdir(parents=True)
+    (step / "meta").mkdir()
+    config = {"model": {"spec": "smollm2-135m-instruct", "dtype": "float32", "seed": 0}}
+    (step / "meta" / "metadata").write_text(json.dumps({"config": config}))
+    proc = run("-m", "ssp_jax.main", "--config", "configs/tiny.py", "--workdir", str(tmp_path))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.startswith(
+        f"error: --workdir {tmp_path}: cannot resume from the checkpoint of step 2 with a "
+        "changed ")
+    assert "model.spec ('smollm2-135m-instruct' -> 'tiny-random')" in proc.stderr
+    assert len(proc.stderr.splitlines()) == 1

@@ -137,3 +137,22 @@ def test_a_judge_url_that_does_not_answer_is_refused():
                     timeout_s=2.0)
     assert one_line_error(preflight.check_judge, c).startswith(
         "judge server http://127.0.0.1:9/v1 cannot be reached")
+
+
+def test_a_workdir_checkpoint_of_another_model_is_refused_before_loading(tmp_path):
+    from configs import tiny
+    from ssp_jax.config import to_json
+
+    cfg = validate(tiny.get_config())
+    saved = json.loads(json.dumps(to_json(cfg)))
+    step = fake_step(tmp_path / "checkpoints" / "2")
+    saved["model"]["spec"] = "smollm2-135m-instruct"
+    (step / "meta" / "metadata").write_text(json.dumps({"config": saved}))
+    message = one_line_error(preflight.check_training, cfg, tmp_path)
+    assert message.startswith(
+        f"--workdir {tmp_path}: cannot resume from the checkpoint of step 2 with a changed "
+        "model.spec ('smollm2-135m-instruct' -> 'tiny-random'): ")
+    saved["model"]["spec"] = "tiny-random"  # the same model: the run may resume
+    saved["train"]["num_steps"] = 99  # other fields may change
+    (step / "meta" / "metadata").write_text(json.dumps({"config": saved}))
+    preflight.check_training(cfg, tmp_path)
