@@ -117,7 +117,7 @@ def test_training_on_a_gcs_workdir_resumes_and_matches_a_local_run(gcs, tmp_path
     assert len(events) == 2  # one event file per job, both copied over
     train(str(tmp_path / "local"), 3)
     remote = read_metrics(f"{run}/metrics.jsonl")
-    assert [r["step"] for r in remote] == [0, 1, 2]
+    assert [r["step"] for r in remote] == [1, 2, 3]
     assert stable(remote) == stable(read_metrics(tmp_path / "local" / "metrics.jsonl"))
 
 
@@ -126,17 +126,17 @@ def test_metrics_writer_on_gcs_syncs_and_truncates_on_resume(gcs):
 
     workdir = f"gs://{BUCKET}/writer"
     writer = MetricsWriter(workdir, start_step=0)
-    for step in range(3):
+    for step in (1, 2, 3):
         writer.write(step, {"loss": float(step)})
     writer.sync()
-    assert [r["step"] for r in read_metrics(f"{workdir}/metrics.jsonl")] == [0, 1, 2]
-    writer.write(3, {"loss": 3.0})
-    writer.close()  # a run that wrote step 3 after its checkpoint of step 2
+    assert [r["step"] for r in read_metrics(f"{workdir}/metrics.jsonl")] == [1, 2, 3]
+    writer.write(4, {"loss": 4.0})
+    writer.close()  # a run that wrote step 4 after its checkpoint of step 2
     writer = MetricsWriter(workdir, start_step=2)
-    writer.write(2, {"loss": 20.0})
+    writer.write(3, {"loss": 30.0})
     writer.close()
     records = read_metrics(f"{workdir}/metrics.jsonl")
-    assert [(r["step"], r["loss"]) for r in records] == [(0, 0.0), (1, 1.0), (2, 20.0)]
+    assert [(r["step"], r["loss"]) for r in records] == [(1, 1.0), (2, 2.0), (3, 30.0)]
 
 
 def test_goal_files_and_evaluation_outputs_on_gcs(gcs):

@@ -40,5 +40,5 @@ def test_local_launcher_runs_a_two_process_job(tmp_path):
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     logs = "".join(p.read_text() for p in (tmp_path / "logs").glob("*.log"))
     assert proc.returncode == 0, logs[-3000:]
-    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [0, 1]
+    assert [r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")] == [1, 2]
     assert "process 1 of 2" in (tmp_path / "logs" / "process_1.log").read_text()

@@ -73,7 +73,7 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path):
                                    err_msg=key)
     assert multi_replay["items"] == single_replay["items"]
     steps = [r["step"] for r in read_metrics(tmp_path / "multi" / "metrics.jsonl")]
-    assert steps == [0, 1, 2, 3]  # process 0 alone writes the log, once per step
+    assert steps == [1, 2, 3, 4]  # process 0 alone writes the log, once per step
 
 
 def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
@@ -83,7 +83,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
     deadline = time.monotonic() + 600  # a guard against a hang, not a timing check
     try:
         while not (metrics.exists() and metrics.read_text().strip()):
-            assert all(p.poll() is None for p in procs), "a process exited before step 0 ended"
+            assert all(p.poll() is None for p in procs), "a process exited before step 1 ended"
             assert time.monotonic() < deadline, "no step finished"
             time.sleep(0.2)
         procs[1].send_signal(signal.SIGTERM)  # process 0 never receives it
@@ -98,4 +98,4 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path):
     assert len(saved) == 1 and 0 < saved[0] < 1000
     for out in outputs:
         assert f"preempted: saved the checkpoint of step {saved[0]}" in out
-    assert [r["step"] for r in read_metrics(metrics)] == list(range(saved[0]))
+    assert [r["step"] for r in read_metrics(metrics)] == list(range(1, saved[0] + 1))

@@ -48,9 +48,9 @@ def test_resume_honours_new_replay_settings_and_logs_them(two_steps, tmp_path, c
                  "train.num_steps = 4 (the checkpoint had 2)"):
         assert f"resuming from step 2 with {line}" in logged
     records = {r["step"]: r for r in read_metrics(workdir / "metrics.jsonl")}
-    assert records[1]["replay/selected"] == 2.0  # before the resume: the old setting
-    assert records[2]["replay/selected"] == 1.0 and records[3]["replay/selected"] == 1.0
-    assert all(records[s]["replay/pool_size"] <= 2 for s in (2, 3))
+    assert records[2]["replay/selected"] == 2.0  # before the resume: the old setting
+    assert records[3]["replay/selected"] == 1.0 and records[4]["replay/selected"] == 1.0
+    assert all(records[s]["replay/pool_size"] <= 2 for s in (3, 4))
     saved = saved_replay(workdir, 4)
     assert saved["config"] == {"capacity": 2, "replay_per_step": 1, "admit_score": 4.0,
                                "ucb_c": 0.5, "seed": 0}
@@ -76,7 +76,7 @@ def test_resume_with_a_field_the_checkpoint_fixes_stops_and_names_it(two_steps, 
     with pytest.raises(ConfigError, match=f"step 2 with a changed {named.replace('(', '[(]')}"
                                           .replace(")", "[)]")):
         train_lib.train(cfg, workdir)
-    assert [r["step"] for r in read_metrics(workdir / "metrics.jsonl")] == [0, 1]
+    assert [r["step"] for r in read_metrics(workdir / "metrics.jsonl")] == [1, 2]
 
 
 def test_config_changes_compares_nested_sections_and_lists():

@@ -80,7 +80,7 @@ def test_a_step_where_the_judge_fails_too_often_stops_the_run(tmp_path):
     # llama_guard on the tiny word tokenizer fails every row ("safe" and "unsafe" are <unk>)
     cfg = tiny_config(judge__name="llama_guard", train__num_steps=2, ckpt__every_steps=0)
     with pytest.raises(JudgeFailed, match=r"the judge \(llama_guard on model:frozen policy\) "
-                                          r"failed on 64 of 64 rows at step 0.*max_excluded_"
+                                          r"failed on 64 of 64 rows at step 1.*max_excluded_"
                                           r"fraction=0.5; last error: excluded: the answers "
                                           r"\['safe', 'unsafe'\] share a first token"):
         train_lib.train(cfg, tmp_path)
