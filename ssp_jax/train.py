@@ -342,6 +342,7 @@ class Trainer:
                 self.save(step)
         finally:
             bar.close()
+            self.judge.close()  # a remote judge's connections
             self.ckpt.close()
             self.writer.close()
             preemption.restore()

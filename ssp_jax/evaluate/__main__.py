@@ -150,9 +150,13 @@ def run_evaluation(args: argparse.Namespace) -> dict:
             label, model.config, model.params(), tokenizer, judge, benchmarks, modes=modes,
             max_new_tokens=args.max_new_tokens, asr_threshold=args.asr_threshold,
             batch_size=args.batch_size, max_cache_len=args.max_cache_len)
+        if judge is not fixed:  # each model's own judge
+            judge.close()
         run_metrics = as_path(label).parent.parent / "metrics.jsonl"
         if run_metrics.exists():
             run_dirs.append(run_metrics)
+    if fixed is not None:
+        fixed.close()
     settings = {k: v for k, v in vars(args).items() if k != "out"}
     write_results(args.out, results, items, settings, judge_record(judge_cfg))
     plot_comparison(results, args.out / "comparison.png")
@@ -175,8 +179,11 @@ def calibrate_main(argv: list[str]) -> int:
                         "classifier")
     args = p.parse_args(argv)
     judge = make_judge(judge_config(args, allow_self=False))
-    results = [calibrate(judge, path, unsafe_only=args.unsafe_only)
-               for path in args.completions]
+    try:
+        results = [calibrate(judge, path, unsafe_only=args.unsafe_only)
+                   for path in args.completions]
+    finally:
+        judge.close()
     print(format_report(results))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

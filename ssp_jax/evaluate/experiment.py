@@ -113,6 +113,7 @@ def run_experiment(config: Any, out: pathlib.Path, *, every: int,
                   {"format": cfg.judge.name, "model": cfg.judge.model or cfg.judge.url or
                    ("base model" if cfg.judge.model_based else "-"),
                    "second": "strict decline check (asr_strict)"})
+    judge.close()
     plot_frontier(results, out / "frontier.png")
     plot_training_curves(read_metrics(run / "metrics.jsonl"), out / "training_curves.png")
     return results
