@@ -85,6 +85,9 @@ def test_encode_chat_has_exactly_one_bos(tmp_path, backend):
     body = plain.encode("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     assert plain.chat_prompt("hi") == [3, *body]
     assert in_template.chat_prompt("hi") == [3, *body]
+    spaced = Tokenizer.from_hf_dir(_save_folder(
+        tmp_path / "c", with_bos, bos_token="<s>", chat_template=" {{ bos_token }}" + CHATML))
+    assert spaced.chat_prompt("hi").count(3) == 1  # white space before the template's BOS
 
 
 def test_stop_ids_include_generation_config_and_end_of_turn(tmp_path, backend):

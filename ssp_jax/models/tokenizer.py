@@ -132,10 +132,13 @@ class Tokenizer:
 
     def encode_prompt(self, text: str) -> list[int]:
         """Token ids of a rendered prompt (special-token strings parsed); BOS is prepended only
-        if the tokenizer normally adds one and `text` does not already start with it."""
+        if the tokenizer normally adds one and `text` does not already start with it, leading
+        white space aside (Llama Guard 3's template writes one before `<|begin_of_text|>`)."""
         ids = self.encode(text)
         bos = self.hf.bos_token_id
-        if self._prepends_bos and (not ids or ids[0] != bos):
+        starts_with_bos = bool(ids) and ids[0] == bos or (
+            self.hf.bos_token is not None and text.lstrip().startswith(self.hf.bos_token))
+        if self._prepends_bos and not starts_with_bos:
             ids = [int(bos), *ids]
         return ids
 
