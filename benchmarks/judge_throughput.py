@@ -16,14 +16,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
 import platform
-import socket
-import subprocess
-import sys
 import time
 
-import httpx2
 import jax
 import numpy as np
 
@@ -32,8 +27,8 @@ from ssp_jax.judge.local import LocalBackend
 from ssp_jax.judge.remote import RemoteBackend
 from ssp_jax.models import load
 from ssp_jax.models.tiny import WORDS
+from serve_process import start_server
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def judge_prompts(rows: int, words: int, seed: int = 0) -> list[JudgePrompt]:
@@ -63,32 +58,6 @@ def timed(fn, *args) -> tuple[float, list]:
     return seconds, out
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model: str, batch: int, cache: int) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ssp_jax.serve", "--model", model, "--port", str(port),
-         "--max-batch", str(batch), "--max-cache-len", str(cache)], cwd=REPO,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/v1"
-    for _ in range(600):  # up to 5 minutes for a cold start
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with code {process.returncode}")
-        try:
-            if httpx2.get(f"{url}/models", timeout=2).status_code == 200:
-                return process, url
-        except httpx2.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"no answer from {url}")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -99,7 +68,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=16, help="rows per sampler call, both sides")
     p.add_argument("--cache", type=int, default=512, help="judge cache length, both sides")
     p.add_argument("--candidates", nargs="+", default=["Sure,", "Sorry,"],
-                   help="answer strings of next_token_probs (distinct first tokens)")
+                   help="verdict words whose probabilities are read (whole words)")
     args = p.parse_args()
     prompts = judge_prompts(args.rows, args.words)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -116,7 +85,8 @@ def main() -> None:
     results["in process", "next_token_probs"], local_probs = timed(
         local.next_token_probs, prompts, args.candidates)
     del local, model
-    process, url = start_server(args.model, args.batch, args.cache)
+    process, url = start_server(["--model", args.model, "--max-batch", str(args.batch),
+                                 "--max-cache-len", str(args.cache)])
     remote = RemoteBackend(url, args.model, api_key=None, timeout_s=600.0,
                            max_concurrency=args.batch, max_retries=0)
     try:

@@ -24,23 +24,14 @@ import os
 import pathlib
 import platform
 import random
-import socket
-import subprocess
-import sys
 import time
 
 import httpx2
 import numpy as np
+from serve_process import start_server
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 TOPICS = ["a secret plan", "the sea and the stars", "a robot who paints", "a story",
           "how to write code", "an expert teacher"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def memory_mib(pid: int) -> dict[str, float]:
@@ -51,30 +42,6 @@ def memory_mib(pid: int) -> dict[str, float]:
         if name in ("VmRSS", "VmHWM"):
             fields[name] = int(value.split()[0]) / 1024
     return fields
-
-
-def start_server(model: str, extra: list[str], log: pathlib.Path) -> tuple[subprocess.Popen,
-                                                                           str]:
-    port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ssp_jax.serve", "--model", model, "--host", "127.0.0.1",
-             "--port", str(port), *extra], cwd=REPO, env=env, stdout=out,
-            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server exited with code {process.returncode}; see {log}")
-        try:
-            if httpx2.get(f"{url}/models", timeout=2).status_code == 200:
-                return process, url
-        except httpx2.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise SystemExit(f"no answer from {url} within 600 s; see {log}")
 
 
 class Tally:
@@ -163,7 +130,8 @@ def main() -> None:
     args = p.parse_args()
     if args.clients < 1 or args.seconds <= 0 or args.max_tokens < 1 or args.warmup_seconds < 0:
         p.error("--clients and --max-tokens must be ≥ 1, --seconds > 0, --warmup-seconds ≥ 0")
-    process, url = start_server(args.model, args.server_args, pathlib.Path(args.log))
+    process, url = start_server(["--model", args.model, *args.server_args],
+                                pathlib.Path(args.log))
     try:
         warm = asyncio.run(load(url, args.model, args.clients, args.warmup_seconds,
                                 args.max_tokens))
