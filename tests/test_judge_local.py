@@ -11,8 +11,9 @@ from ssp_jax.judge.formats.llama_guard import LlamaGuard
 from ssp_jax.judge.formats.wildguard import WildGuard
 from ssp_jax.judge.local import LocalBackend
 from ssp_jax.judge.model_judge import ModelJudge
-from ssp_jax.judge.refusal import RefusalJudge
-from ssp_jax.judge.registry import (JudgeConfig, JudgeModel, check_judge_cache, make_judge)
+from ssp_jax.judge.refusal import RefusalJudge, refusal_detector
+from ssp_jax.judge.registry import (JudgeConfig, JudgeModel, check_judge_cache, make_judge,
+                                    policy_judge)
 from ssp_jax.models import load
 from tests.tiny_guard import LLAMA_GUARD_3_TEMPLATE, write_guard_model
 
@@ -151,6 +152,25 @@ def test_factory_builds_each_kind_of_judge(guard_dir):
                                api_key_env="JUDGE_KEY_UNSET_FOR_TEST"))
     with pytest.raises(ValueError, match="judge.name='gpt4'; valid: refusal, rubric, llm"):
         make_judge(JudgeConfig(name="gpt4"))
+
+
+def test_policy_judge_runs_on_the_policy_unless_a_judge_model_is_named(guard_dir):
+    model, tok = load("tiny-random")
+    policy = JudgeModel(model.config, model.params(), tok)
+    on_policy = policy_judge(JudgeConfig(name="harmbench"), policy)
+    assert on_policy.backend.params is policy.params
+    assert on_policy.describe == "harmbench on model:frozen policy"
+    named = policy_judge(JudgeConfig(name="harmbench", model=str(guard_dir)), policy)
+    assert named.describe == f"harmbench on model:{guard_dir}"
+    assert isinstance(policy_judge(JudgeConfig(), policy), RefusalJudge)
+    with pytest.raises(ValueError, match="needs a judge model"):
+        policy_judge(JudgeConfig(name="harmbench"), None)
+
+
+def test_refusal_detector_is_the_refusal_judges_decline_check():
+    apology = "I'm sorry, I'm sorry, I'm sorry"
+    assert refusal_detector()(RESPONSES[0]) and not refusal_detector()(RESPONSES[1])
+    assert refusal_detector()(apology) and not refusal_detector(strict=True)(apology)
 
 
 def test_a_judge_model_on_the_mesh_scores_like_one_on_a_single_device(guard_dir):

@@ -36,7 +36,7 @@ from ssp_jax.evaluate.runner import MODES, evaluate_with_progress
 from ssp_jax.judge.base import Judge
 from ssp_jax.judge.calibration import calibrate, format_report
 from ssp_jax.judge.registry import (JUDGE_NAMES, JudgeConfig, JudgeModel, check_judge_cache,
-                                    make_judge)
+                                    make_judge, policy_judge)
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import load
 from ssp_jax.paths import as_path
@@ -106,8 +106,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def build_judge(c: JudgeConfig, model=None, tokenizer=None, *, max_new_tokens: int) -> Judge:
     """The judge `c` names (on `model` when it is the evaluated model judging itself), checked
     to fit its cache with responses of `max_new_tokens`."""
-    judge = make_judge(c, frozen_policy=lambda: JudgeModel(model.config, model.params(),
-                                                           tokenizer))
+    judge = policy_judge(c, None if model is None else
+                         JudgeModel(model.config, model.params(), tokenizer))
     check_judge_cache(judge, request_tokens=0, request_field="the goal",
                       response_tokens=max_new_tokens, response_field="--max-new-tokens")
     return judge

@@ -21,7 +21,7 @@ from ssp_jax.data.mixture import from_config, plain_data
 from ssp_jax.evaluate.report import plot_frontier, plot_training_curves, write_results
 from ssp_jax.evaluate.runner import evaluate_with_progress
 from ssp_jax.judge.base import Judge
-from ssp_jax.judge.registry import JudgeModel, make_judge
+from ssp_jax.judge.registry import JudgeModel, policy_judge
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import load
 from ssp_jax.train import train
@@ -90,9 +90,8 @@ def run_experiment(config: Any, out: pathlib.Path, *, every: int,
     benchmarks = benchmarks or default_benchmarks(cfg, limit)
     base, tokenizer = load(cfg.model.spec, dtype=cfg.model.dtype, seed=cfg.model.seed)
     # one fixed judge for every model: the training judge (a policy-as-judge is the base model)
-    judge = make_judge(cfg.judge,
-                       frozen_policy=lambda: JudgeModel(base.config, base.params(), tokenizer),
-                       dtype=cfg.model.dtype)
+    judge = policy_judge(cfg.judge, JudgeModel(base.config, base.params(), tokenizer),
+                         dtype=cfg.model.dtype)
     kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size)
     results, items = {}, {}
     results["base"], items["base"] = evaluate_one("base", base, tokenizer, judge, benchmarks, cfg,

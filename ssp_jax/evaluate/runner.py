@@ -19,11 +19,11 @@ from tqdm import tqdm
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.evaluate.benchmarks import judge_fields
 from ssp_jax.judge.base import Judge
-from ssp_jax.judge.refusal import RefusalJudge
+from ssp_jax.judge.refusal import RefusalJudge, refusal_detector
 from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
-from ssp_jax.roles import attacker_prompt, clean_attack, defender_prompt
+from ssp_jax.game.roles import attacker_prompt, clean_attack, defender_prompt
 from ssp_jax.rollout.chat import greedy_completions
 
 MODES = ("direct", "self-attack")
@@ -132,7 +132,7 @@ def evaluate_with_progress(label: str, cfg: ModelConfig, params: Params, tokeniz
     total = sum(len(items) * (1 if kind == "xstest" else len(modes))
                 for kind, items in benchmarks.values())
     with tqdm(total=total, desc=f"evaluating {label}", unit="item") as bar:
-        metrics, rows = evaluate_model(cfg, params, tokenizer, judge, RefusalJudge().is_refusal,
+        metrics, rows = evaluate_model(cfg, params, tokenizer, judge, refusal_detector(),
                                        benchmarks, modes=modes, progress=bar.update, **kwargs)
     rows = with_strict_success(rows)
     return metrics | strict_attack_success(rows), rows

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -331,3 +331,9 @@ class RefusalJudge(Judge):
                     scores[i] = self.partial_score
                     verdicts[i] = (label, f"partial refusal credit; {reason}")
         return JudgeResult(scores=scores, reasons=[reason for _, reason in verdicts])
+
+
+def refusal_detector(strict: bool = False) -> Callable[[str], bool]:
+    """The one refusal detector of training and evaluation: text -> True when the response
+    declines (the default `RefusalJudge`'s rules; `strict`: apologies cannot fake one)."""
+    return RefusalJudge(strict=strict).is_refusal
