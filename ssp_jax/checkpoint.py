@@ -21,11 +21,13 @@ import jax
 import orbax.checkpoint as ocp
 from etils import epath
 
+from ssp_jax.config import lora_config
 from ssp_jax.models import ModelConfig, Tokenizer, Transformer, load, lora, model_from_params
 from ssp_jax.models.config import LoraConfig
 from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
-from ssp_jax.rl.update import UpdateConfig, init_train_state, make_optimizer
+from ssp_jax.rl.update import init_train_state
+from ssp_jax.sections import rl_section
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +128,6 @@ class Policy(NamedTuple):
 def restore_policy(checkpoint: PathLike) -> Policy:
     """The policy of a checkpoint step folder: its base model rebuilt from the saved config,
     the trained parameters (or LoRA adapters) restored over it."""
-    from ssp_jax.config import lora_config
-
     ckpt = as_path(checkpoint)
     saved = read_saved_config(ckpt)
     model_cfg = saved["model"]
@@ -138,7 +138,10 @@ def restore_policy(checkpoint: PathLike) -> Policy:
     trained = jax.eval_shape(lambda: lora.init_adapters(cfg, jax.random.key(0))) \
         if lora_cfg.enabled else base
     # the restore target: the train state the run saved, from its own optimizer settings
-    optimizer = make_optimizer(UpdateConfig(**saved["rl"]))
+    # (older checkpoints also saved the derived rl.temperature and rl.total_steps)
+    rl = rl_section(**{k: v for k, v in saved["rl"].items()
+                       if k not in ("temperature", "total_steps")})
+    optimizer = rl.optimizer(saved["train"]["num_steps"])
     state = jax.eval_shape(lambda p: init_train_state(p, optimizer), trained)
     # onto one device of this process, whatever mesh the run saved from
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

@@ -9,66 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from typing import Any, Mapping
 
 from ssp_jax import default_config
-from ssp_jax.data.mixture import plain_data
-from ssp_jax.judge.registry import JudgeConfig, check_judge_config
-from ssp_jax.models.config import ATTENTION_IMPLEMENTATIONS
-from ssp_jax.models.config import LoraConfig
-from ssp_jax.replay import ReplayConfig
-from ssp_jax.rl.update import UpdateConfig
-from ssp_jax.selfplay import SelfPlayConfig
+from ssp_jax.sections import (ATTENTION_IMPLEMENTATIONS, CkptSection, ConfigError, EvalSection,
+                              JudgeSection, LoraConfig, MeshSection, ModelSection, ReplaySection,
+                              RlSection, SelfPlaySection, TrainSection, build_section,
+                              check_judge_section, plain_data)
 
-
-@dataclasses.dataclass(frozen=True)
-class ModelSection:
-    spec: str = "smollm2-135m-instruct"  # built-in name, HF folder or .gguf file
-    dtype: str = "float32"  # float32 | bfloat16 (parameters and compute)
-    max_cache_len: int = 384  # KV-cache slots per row (prompt bucket + new tokens)
-    seed: int = 0  # initialisation seed of tiny-random
-    remat: bool = True  # rematerialize decoder blocks in the backward pass
-    attention: str = "auto"  # auto | xla | cudnn | splash: the self-attention kernel
-    lora: LoraConfig = LoraConfig()  # low-rank adapters (rank 0 = full fine-tuning)
-
-
-# Sections without defaults take every value from ssp_jax/default_config.py (merged in by
-# `validate`), the only set of defaults; comments on each field are there.
-@dataclasses.dataclass(frozen=True)
-class TrainSection:
-    num_steps: int
-    seed: int  # rollout sampling seed
-    log_every: int  # console / TensorBoard logging period (metrics.jsonl gets every step)
-    sample_every: int  # write (goal, attack, response, score) rows every N steps
-    samples_per_log: int
-    max_bad_steps: int  # stop after this many non-finite updates in a row
-    max_benign_refusal: float  # collapse monitor limits (see default_config.py)
-    max_attacker_refusal: float
-    collapse_patience: int
-    stop_on_collapse: bool
-    diversity_window: int
-
-
-@dataclasses.dataclass(frozen=True)
-class CkptSection:
-    every_steps: int  # 0 = only at the end
-    keep: int  # latest checkpoints kept
-    restore_from: str  # a checkpoint step folder to start from ("" = resume the workdir)
-    async_save: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalSection:
-    every_steps: int  # 0 = off; else evaluate on held-out goals every N steps
-    num_goals: int  # held-out goals per evaluation
-
-
-@dataclasses.dataclass(frozen=True)
-class MeshSection:
-    data: int
-    fsdp: int  # -1 = all remaining devices
-    tensor: int
+__all__ = ["ConfigError", "TrainConfig", "lora_config", "to_json", "unknown_override",
+           "validate"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,10 +26,10 @@ class TrainConfig:
     model: ModelSection
     data: dict  # goal mixture (see ssp_jax.data.mixture.from_config)
     benign_data: dict  # benign prompts for the over-refusal guard (same shape)
-    selfplay: SelfPlayConfig
-    rl: UpdateConfig
-    judge: JudgeConfig
-    replay: ReplayConfig
+    selfplay: SelfPlaySection
+    rl: RlSection
+    judge: JudgeSection
+    replay: ReplaySection
     train: TrainSection
     ckpt: CkptSection
     eval: EvalSection
@@ -110,40 +60,6 @@ _NON_NEGATIVE = ("selfplay.benign_per_step", "selfplay.oversample_goals",
                  "train.max_benign_refusal", "train.max_attacker_refusal")
 
 
-class ConfigError(ValueError):
-    """A bad field in the training config."""
-
-
-def _check_type(path: str, value: Any, annotation: Any) -> Any:
-    """Returns `value` converted to the field type (int -> float allowed) or raises."""
-    kinds = typing.get_args(annotation) or (annotation,)
-    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    for kind in kinds:
-        if kind is type(None) and value is None:
-            return value
-        if kind in (int, float, str, bool) and type(value) is kind:
-            return value
-    names = " or ".join(getattr(k, "__name__", str(k)) for k in kinds)
-    raise ConfigError(f"config field {path}={value!r} has type {type(value).__name__}; "
-                      f"expected {names}")
-
-
-def _section(cls, raw: Mapping[str, Any], name: str, skip: tuple[str, ...] = ()) -> Any:
-    hints = typing.get_type_hints(cls)
-    fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - fields - set(skip))
-    if unknown:
-        raise ConfigError(f"unknown config field(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
-                          f"valid: {', '.join(sorted(fields | set(skip)))}")
-    values = {k: _check_type(f"{name}.{k}", v, hints[k]) for k, v in raw.items()
-              if k in fields}
-    try:
-        return cls(**values)
-    except ValueError as e:
-        raise ConfigError(f"config section {name}: {e}") from None
-
-
 def lora_config(raw: Any) -> LoraConfig:
     """`model.lora` as a LoraConfig (targets: a list of projection names)."""
     if not isinstance(raw, Mapping):
@@ -155,7 +71,7 @@ def lora_config(raw: Any) -> LoraConfig:
             isinstance(t, str) for t in targets)):
         raise ConfigError(f"config field model.lora.targets={targets!r} must be a list of "
                           "projection names")
-    lora = _section(LoraConfig, raw, "model.lora", skip=("targets",))
+    lora = build_section(LoraConfig, raw, "model.lora", skip=("targets",))
     if targets is None:
         return lora
     try:
@@ -171,7 +87,7 @@ def _value(cfg: TrainConfig, path: str) -> Any:
 
 def _check_values(cfg: TrainConfig) -> None:
     try:
-        check_judge_config(cfg.judge)
+        check_judge_section(cfg.judge)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     for path, choices in _CHOICES.items():
@@ -244,32 +160,26 @@ def validate(config: Any) -> TrainConfig:
     derived = {"temperature": "selfplay.temperature", "total_steps": "train.num_steps"}
     for k in sorted(set(derived) & set(raw.get("rl") or {})):
         raise ConfigError(f"config field rl.{k} is set from {derived[k]}; set that instead")
-    replay = _section(ReplayConfig, get("replay"), "replay")
-    train = _section(TrainSection, get("train"), "train")
-    selfplay_raw = dict(get("selfplay"))
+    selfplay_raw = get("selfplay")
     for k, home in (("replay_per_step", "replay"), ("micro_batches", "rl"),
                     ("row_shards", "mesh")):
         if k in selfplay_raw:
             raise ConfigError(f"unknown config field selfplay.{k} (it follows {home})")
-    selfplay_raw["replay_per_step"] = replay.replay_per_step
-    selfplay_raw["micro_batches"] = rl_raw["micro_batches"]
-    selfplay_raw["row_shards"] = 1  # the trainer sets the mesh's value
-    selfplay = _section(SelfPlayConfig, selfplay_raw, "selfplay")
-    rl = _section(UpdateConfig, rl_raw, "rl")
-    # the update scores tokens under the sampling temperature (1 when sampling is greedy)
-    rl = dataclasses.replace(rl, temperature=selfplay.temperature or 1.0,
-                             total_steps=train.num_steps)
+    selfplay = build_section(SelfPlaySection, selfplay_raw, "selfplay")
+    rl = build_section(RlSection, rl_raw, "rl")
     if "data" not in raw:
         raise ConfigError("config has no data section (the goals to attack)")
     model_raw = dict(get("model"))
     lora = lora_config(model_raw.pop("lora", {}))
     cfg = TrainConfig(
-        model=dataclasses.replace(_section(ModelSection, model_raw, "model"), lora=lora),
+        model=build_section(ModelSection, {**model_raw, "lora": lora}, "model"),
         data=raw["data"], benign_data=get("benign_data"),
-        selfplay=selfplay, rl=rl, judge=_section(JudgeConfig, get("judge"), "judge"),
-        replay=replay, train=train, ckpt=_section(CkptSection, get("ckpt"), "ckpt"),
-        eval=_section(EvalSection, get("eval"), "eval"),
-        mesh=_section(MeshSection, get("mesh"), "mesh"))
+        selfplay=selfplay, rl=rl, judge=build_section(JudgeSection, get("judge"), "judge"),
+        replay=build_section(ReplaySection, get("replay"), "replay"),
+        train=build_section(TrainSection, get("train"), "train"),
+        ckpt=build_section(CkptSection, get("ckpt"), "ckpt"),
+        eval=build_section(EvalSection, get("eval"), "eval"),
+        mesh=build_section(MeshSection, get("mesh"), "mesh"))
     _check_values(cfg)
     if cfg.selfplay.benign_per_step and not cfg.benign_data:
         raise ConfigError("selfplay.benign_per_step > 0 needs a benign_data section")

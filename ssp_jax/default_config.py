@@ -4,7 +4,7 @@ override what differs."""
 
 import ml_collections
 
-from ssp_jax.roles import ATTACKER_BRIEF
+from ssp_jax.game.roles import ATTACKER_BRIEF
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -40,10 +40,10 @@ from ssp_jax.models.tiny import tiny_config
 from ssp_jax.rl.batch import TrainBatch
 from ssp_jax.rl.update import (
     init_train_state,
-    make_optimizer,
     make_train_step,
     train_state_shardings,
 )
+from ssp_jax.sections import StepLayout
 from ssp_jax.rollout.sampler import MAX_STOP_IDS, bucket_length, sampler_programs
 
 # published shapes of the models the large configs point at (public config.json values)
@@ -78,7 +78,7 @@ def estimate(cfg: TrainConfig, shape: ModelConfig, devices: int = 1,
     per device, as the trainer pads them). `attention_kernel` ("xla" or a fused one) decides
     whether the update holds attention scores."""
     data, fsdp, _ = sharding.mesh_shape(dataclasses.asdict(cfg.mesh), devices)
-    sp = dataclasses.replace(cfg.selfplay, row_shards=data * fsdp)
+    sp, layout = cfg.selfplay, StepLayout.of(cfg, row_shards=data * fsdp)
     p_bytes = _BYTES[cfg.model.dtype]
     n = shape.num_params
     if cfg.model.lora.enabled:  # frozen base (the reference too) + float32 adapters
@@ -98,16 +98,15 @@ def estimate(cfg: TrainConfig, shape: ModelConfig, devices: int = 1,
                        * cfg.judge.max_cache_len * judge.head_dim * p_bytes)
     optimizer = trained * (4 + 4)  # Adam moments in float32
     grads = trained * 4  # float32 accumulation
-    goals = sp.rollout_goals  # rolled out; the batch keeps goals_per_step
-    rows_sampled = max(goals * sp.attacks_per_goal,
-                       (goals * sp.attacks_per_goal + sp.replay_per_step
-                        + sp.benign_per_step) * sp.responses_per_attack)
+    # rolled out (the batch keeps goals_per_step): prompts times samples per prompt
+    rows_sampled = max(n * size for n, size in zip(layout.prompts(layout.rollout_goals),
+                                                   layout.group_sizes))
     cache = (2 * shape.num_layers * rows_sampled * shape.num_kv_heads * cfg.model.max_cache_len
              * shape.head_dim * p_bytes) + judge_cache
     activations = max(_update_activations(cfg, shape, groups // cfg.rl.micro_batches, size,
                                           max_tokens, attention_kernel)
                       for groups, size, max_tokens in zip(
-                          sp.num_groups, sp.group_sizes,
+                          layout.num_groups, layout.group_sizes,
                           (sp.attacker_max_tokens, sp.defender_max_tokens)))
     return {"parameters": params, "optimizer": optimizer, "gradients": grads,
             "kv_cache": cache, "activations": activations}
@@ -195,7 +194,7 @@ def compiled_update(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compile
     model_cfg = run_model_config(cfg, shape)
     params = abstract_params(model_cfg, mesh)
     param_shardings = jax.tree.map(lambda x: x.sharding, params)
-    optimizer = make_optimizer(cfg.rl)
+    optimizer = cfg.rl.optimizer(cfg.train.num_steps)
     trained = params
     if model_cfg.lora.enabled:
         trained = _abstract(
@@ -203,10 +202,10 @@ def compiled_update(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compile
             lora.shardings(model_cfg, mesh, sharding.TRAIN_RULES))
     state = _abstract(jax.eval_shape(lambda p: init_train_state(p, optimizer), trained),
                       train_state_shardings(trained, optimizer))
-    sp = dataclasses.replace(cfg.selfplay, row_shards=sharding.axis_size(
-        "batch", mesh, sharding.TRAIN_RULES))
+    sp = cfg.selfplay
+    layout = StepLayout.of(cfg, sharding.axis_size("batch", mesh, sharding.TRAIN_RULES))
     batches = []
-    for groups, size, new in zip(sp.num_groups, sp.group_sizes,
+    for groups, size, new in zip(layout.num_groups, layout.group_sizes,
                                  (sp.attacker_max_tokens, sp.defender_max_tokens)):
         rows = groups * size
         shapes = TrainBatch(((groups, sp.max_prompt_tokens), np.int32),
@@ -219,7 +218,8 @@ def compiled_update(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compile
             for s, d in shapes]))
     ref = params if cfg.rl.beta > 0 or model_cfg.lora.enabled else None
     step = make_train_step(
-        model_cfg, cfg.rl, optimizer, state_shardings=jax.tree.map(lambda x: x.sharding, state),
+        model_cfg, cfg.rl, optimizer, temperature=sp.update_temperature,
+        num_steps=cfg.train.num_steps, state_shardings=jax.tree.map(lambda x: x.sharding, state),
         batch_shardings=tuple(jax.tree.map(lambda x: x.sharding, b) for b in batches),
         ref_shardings=param_shardings if ref is not None else None)
     return Compiled.of(step.lower(state, ref, tuple(batches)).compile())
@@ -232,10 +232,10 @@ def compiled_sampler(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compil
     params = abstract_params(model_cfg, mesh)
     sp = cfg.selfplay
     multiple = sharding.axis_size("batch", mesh, sharding.TRAIN_RULES)
-    goals = sp.rollout_goals  # rolled out; the batch keeps goals_per_step
-    prompts = (goals, goals * sp.attacks_per_goal + sp.replay_per_step + sp.benign_per_step)
+    layout = StepLayout.of(cfg, row_shards=multiple)
+    prompts = layout.prompts(layout.rollout_goals)  # rolled out; the batch keeps G goals
     results = []
-    for n, samples, new in zip(prompts, (sp.attacks_per_goal, sp.responses_per_attack),
+    for n, samples, new in zip(prompts, layout.group_sizes,
                                (sp.attacker_max_tokens, sp.defender_max_tokens)):
         n = -(-n // multiple) * multiple
         length = _prompt_bucket(cfg, new)

@@ -31,6 +31,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ssp_jax.sections import ReplaySection
+
 STATE_FORMAT = 1  # version of the `state_dict()` layout
 
 
@@ -40,40 +42,6 @@ def _is_int(value: Any) -> bool:
 
 def _is_real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-@dataclasses.dataclass(frozen=True)
-class ReplayConfig:
-    """Settings of the replay pool; validated on construction."""
-
-    capacity: int = 256  # most items kept; beyond it the least worth replaying are evicted
-    replay_per_step: int = 2  # items `select()` returns by default; 0 disables replay
-    admit_score: float = 4.0  # judge score (1..5 scale) at or above which a response failed
-    ucb_c: float = math.sqrt(2)  # exploration weight c of the UCB bonus
-    seed: int = 0  # seed of the tie-breaking random generator
-
-    def __post_init__(self) -> None:
-        for name, minimum in (("capacity", 1), ("replay_per_step", 0), ("seed", 0)):
-            value = getattr(self, name)
-            if not _is_int(value) or value < minimum:
-                raise ValueError(
-                    f"replay config field {name}={value!r}; valid: an int ≥ {minimum}"
-                )
-        if not _is_real(self.admit_score) or not 1.0 <= self.admit_score <= 5.0:
-            raise ValueError(
-                f"replay config field admit_score={self.admit_score!r}; valid: a number in "
-                "[1, 5] (the judge's score scale)"
-            )
-        if not _is_real(self.ucb_c) or not (math.isfinite(self.ucb_c) and self.ucb_c >= 0):
-            raise ValueError(
-                f"replay config field ucb_c={self.ucb_c!r}; valid: a finite number ≥ 0"
-            )
-
-    def to_json(self) -> dict[str, int | float]:
-        """The fields as plain Python numbers."""
-        return {"capacity": int(self.capacity), "replay_per_step": int(self.replay_per_step),
-                "admit_score": float(self.admit_score), "ucb_c": float(self.ucb_c),
-                "seed": int(self.seed)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +147,7 @@ def _check_numbers(where: str, name: str, values: Sequence[Any],
 class ReplayPool:
     """Pool of past defender failures with UCB selection; see the module docstring."""
 
-    def __init__(self, config: ReplayConfig) -> None:
+    def __init__(self, config: ReplaySection) -> None:
         self.config = config
         self._items: dict[int, ReplayItem] = {}  # item_id -> item, in insertion order
         self._ids: dict[str, int] = {}  # attack_key -> item_id
@@ -326,7 +294,7 @@ class ReplayPool:
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any],
-                        config: ReplayConfig | None = None) -> ReplayPool:
+                        config: ReplaySection | None = None) -> ReplayPool:
         """Rebuilds a pool from `state_dict()` output (also after a JSON round trip).
 
         With `config` (a resumed run's settings) the pool uses it instead of the saved one;
@@ -340,7 +308,7 @@ class ReplayPool:
         missing = [key for key in ("config", "next_id", "rng", "items") if key not in state]
         if missing:
             raise ValueError(f"replay pool state lacks {', '.join(missing)}")
-        pool = cls(config or ReplayConfig(**state["config"]))
+        pool = cls(config or ReplaySection(**state["config"]))
         field_names = [f.name for f in dataclasses.fields(ReplayItem)]
         for i, row in enumerate(state["items"]):
             if not isinstance(row, dict) or sorted(row) != sorted(field_names):

@@ -32,65 +32,10 @@ from ssp_jax.replay import ReplayItem
 from ssp_jax.rl import rewards as reward_lib
 from ssp_jax.rl.assemble import RewardInputs, assemble_rewards, informative_goals
 from ssp_jax.rl.batch import TrainBatch, pack_groups
-from ssp_jax.roles import (attacker_prompt, clean_attack, defender_prompt,
+from ssp_jax.game.roles import (attacker_prompt, clean_attack, defender_prompt,
                            fit_prompt)
 from ssp_jax.rollout.sampler import bucket_length, generate_with_params
-
-
-@dataclasses.dataclass(frozen=True)
-class SelfPlayConfig:
-    """Rollout and reward settings of a self-play step: the `selfplay` config section (values
-    and comments: ssp_jax/default_config.py, the only set of defaults)."""
-
-    goals_per_step: int  # G
-    attacks_per_goal: int  # A, the attacker's group size
-    responses_per_attack: int  # R, the defender's group size
-    attacker_max_tokens: int
-    defender_max_tokens: int
-    max_prompt_tokens: int
-    temperature: float
-    top_p: float
-    top_k: int
-    attacker_brief: str
-    defender_system_prompt: str
-    benign_per_step: int
-    invalid_attack_penalty: float
-    min_attack_chars: int
-    min_intent_similarity: float
-    intent_encoder: str
-    direct_attacks_per_goal: int  # attack slots per goal that carry the goal verbatim
-    static_attacks: bool
-    attacker_weight: float
-    defender_weight: float
-    benign_weight: float  # loss weight of benign rows, relative to the defender's
-    scale_by_std: bool
-    drop_zero_variance: bool
-    asr_threshold: float
-    oversample_goals: int  # dynamic sampling: extra goals rolled out, least informative dropped
-    replay_per_step: int  # the replay section's value (rows reserved for replayed items)
-    micro_batches: int  # the rl section's value
-    row_shards: int  # devices the update's groups are split over (1 here; the trainer sets it)
-
-    @property
-    def num_groups(self) -> tuple[int, int]:
-        """Prompt groups per step (attacker batch, defender batch), each padded to a multiple
-        of micro_batches x row_shards, so that every (strided) micro-batch spreads over all
-        row shards. The two roles are packed separately, each padded only to its own
-        longest prompt and generation limit."""
-        g, a = self.goals_per_step, self.attacks_per_goal
-        groups = (g, g * a + self.replay_per_step + self.benign_per_step)
-        multiple = self.micro_batches * self.row_shards
-        return tuple(-(-n // multiple) * multiple for n in groups)
-
-    @property
-    def rollout_goals(self) -> int:
-        """Goals rolled out per step: the batch's G plus the dynamic-sampling extra."""
-        return self.goals_per_step + self.oversample_goals
-
-    @property
-    def group_sizes(self) -> tuple[int, int]:
-        """Rows per group (attacker, defender): attacks per goal, responses per attack."""
-        return self.attacks_per_goal, self.responses_per_attack
+from ssp_jax.sections import SelfPlaySection, StepLayout
 
 
 @dataclasses.dataclass
@@ -117,7 +62,7 @@ class Rollout:
 
 
 def _sample(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, prompts: list[list[int]],
-            max_tokens: int, num_samples: int, key: jax.Array, sp: SelfPlayConfig,
+            max_tokens: int, num_samples: int, key: jax.Array, sp: SelfPlaySection,
             max_cache_len: int):
     return generate_with_params(
         cfg, params, prompts, max_tokens, temperature=sp.temperature, top_p=sp.top_p,
@@ -127,7 +72,7 @@ def _sample(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, prompts: lis
 
 def _pack(prompts: list[list[int]], completions: list[list[int]], logps: list[np.ndarray],
           advantages: np.ndarray, weights: np.ndarray, group_size: int, num_groups: int,
-          max_tokens: int, sp: SelfPlayConfig, pad_id: int) -> TrainBatch:
+          max_tokens: int, sp: SelfPlaySection, pad_id: int) -> TrainBatch:
     """One role's groups: prompts padded to the length bucket of the longest, completions to
     the role's generation limit (a fixed shape, so it adds no compilations). weights: `[N]`
     f32 row loss weights (0 for rows the judge failed on)."""
@@ -184,9 +129,9 @@ def attack_validity(goals: Sequence[str], attacks: Sequence[str], checks: Rollou
 
 
 def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge,
-            checks: RolloutChecks, sp: SelfPlayConfig, goals: Sequence[PromptItem],
+            checks: RolloutChecks, sp: SelfPlaySection, goals: Sequence[PromptItem],
             replay: Sequence[ReplayItem], benign: Sequence[PromptItem], key: jax.Array,
-            max_cache_len: int) -> Rollout:
+            max_cache_len: int, *, layout: StepLayout) -> Rollout:
     """Runs both roles on `goals` (plus replayed attacks and benign prompts), judges the
     defender, runs `checks`, and packs the batches with `rl.assemble.assemble_rewards`. With
     `sp.static_attacks` the defender gets each goal verbatim and the attacker rows weight 0
@@ -195,7 +140,7 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
     others play as usual). With more goals than `sp.goals_per_step`
     (dynamic sampling) all are rolled out, judged and counted in the metrics, and the batches
     hold the `goals_per_step` goals whose groups carry the most signal
-    (`rl.assemble.informative_goals`)."""
+    (`rl.assemble.informative_goals`), padded to `layout.num_groups` groups per role."""
     G, A, R = len(goals), sp.attacks_per_goal, sp.responses_per_attack
     timings: dict[str, float] = {}
     att_key, def_key = jax.random.split(key)
@@ -266,10 +211,10 @@ def rollout(cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge
               max_tokens, sp, tokenizer.pad_id)
         for prompts, groups, idx, gen, adv, keep, weight, size, n_groups, max_tokens in (
             (att_prompts, att_groups, att_rows, att, out.att_adv, out.att_keep,
-             np.full(G * A, att_weight, np.float32), A, sp.num_groups[0],
+             np.full(G * A, att_weight, np.float32), A, layout.num_groups[0],
              sp.attacker_max_tokens),
             (def_prompts, def_groups, def_rows, dfn, out.def_adv, out.def_keep, def_weight, R,
-             sp.num_groups[1], sp.defender_max_tokens)))
+             layout.num_groups[1], sp.defender_max_tokens)))
 
     r_def = out.r_def[:n_judged]
     fresh_scores, fresh_keep = scores[:n_fresh], ~excluded[:n_fresh]

@@ -43,15 +43,15 @@ from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
 from ssp_jax.replay import ReplayPool
 from ssp_jax.resume import check_resume_config
-from ssp_jax.roles import check_prompt_budget
+from ssp_jax.game.roles import check_prompt_budget
 from ssp_jax.rl.batch import TrainBatch
 from ssp_jax.rl.update import (
     TrainState,
     init_train_state,
-    make_optimizer,
     make_train_step,
     train_state_shardings,
 )
+from ssp_jax.sections import StepLayout
 from ssp_jax.selfplay import default_checks, rollout
 
 log = logging.getLogger(__name__)
@@ -116,8 +116,8 @@ class Trainer:
         self.mesh = sharding.make_mesh(dataclasses.asdict(cfg.mesh))
         jax.set_mesh(self.mesh)
         # update batches: whole groups per row shard in every micro-batch
-        self.cfg = cfg = dataclasses.replace(cfg, selfplay=dataclasses.replace(
-            cfg.selfplay, row_shards=sharding.axis_size("batch", self.mesh, sharding.TRAIN_RULES)))
+        self.layout = StepLayout.of(cfg, sharding.axis_size("batch", self.mesh,
+                                                            sharding.TRAIN_RULES))
         model, self.tokenizer = load(cfg.model.spec, dtype=cfg.model.dtype, seed=cfg.model.seed,
                                      mesh=self.mesh, rules=sharding.TRAIN_RULES)
         self.model_cfg = model.config.replace(remat=cfg.model.remat,
@@ -135,7 +135,8 @@ class Trainer:
         # With LoRA the loaded arrays are also the frozen base the adapters apply to.
         self.ref_params = params if cfg.rl.beta > 0 or cfg.model.lora.enabled else None
         self.judge = self._make_judge(params)
-        self.optimizer = make_optimizer(cfg.rl)  # compilation starts here, once the judge is up
+        # compilation starts here, once the judge is up
+        self.optimizer = cfg.rl.optimizer(cfg.train.num_steps)
         trained = params
         if cfg.model.lora.enabled:  # only the adapters are trained
             adapter_init = jax.jit(
@@ -170,10 +171,11 @@ class Trainer:
             TrainBatch(*[sharding.logical_sharding(axes, (lead, 1)[:len(axes)], self.mesh,
                                                    sharding.TRAIN_RULES)
                          for axes, lead in zip(BATCH_AXES, (groups, groups, *[groups * size] * 5))])
-            for groups, size in zip(cfg.selfplay.num_groups, cfg.selfplay.group_sizes))
+            for groups, size in zip(self.layout.num_groups, self.layout.group_sizes))
         self.batch_shardings = batch_shardings
         self.train_step = make_train_step(
-            self.model_cfg, cfg.rl, self.optimizer, state_shardings=state_shardings,
+            self.model_cfg, cfg.rl, self.optimizer, temperature=cfg.selfplay.update_temperature,
+            num_steps=cfg.train.num_steps, state_shardings=state_shardings,
             batch_shardings=batch_shardings,
             ref_shardings=self.param_shardings if self.ref_params is not None else None)
         self.writer = MetricsWriter(self.workdir, self.start_step,
@@ -239,13 +241,14 @@ class Trainer:
         cfg, sp = self.cfg, self.cfg.selfplay
         number = step + 1  # the step's number in logs and checkpoints
         t_start = time.perf_counter()
-        goals = self.goals.batch(step, sp.rollout_goals)
+        goals = self.goals.batch(step, self.layout.rollout_goals)
         replay = self.pool.select() if cfg.replay.replay_per_step else []
         pool_select = self.pool.metrics()
         benign = self.benign.batch(step, sp.benign_per_step) if self.benign else []
         key = jax.random.fold_in(jax.random.key(cfg.train.seed), step)
         ro = rollout(self.model_cfg, self.policy_params, self.tokenizer, self.judge,
-                     self.checks, sp, goals, replay, benign, key, cfg.model.max_cache_len)
+                     self.checks, sp, goals, replay, benign, key, cfg.model.max_cache_len,
+                     layout=self.layout)
         failed, rows = ro.metrics["judge/excluded"], ro.metrics["judge/rows"]
         if failed > cfg.judge.max_excluded_fraction * rows:
             raise JudgeFailed(

@@ -9,7 +9,7 @@ from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load
 from ssp_jax.selfplay import RolloutChecks, rollout
 from tests.test_selfplay_excluded import TableJudge
-from tests.test_train import tiny_selfplay
+from tests.test_train import tiny_layout, tiny_selfplay
 
 
 def test_benign_rows_carry_benign_weight_times_defender_weight():
@@ -25,7 +25,7 @@ def test_benign_rows_carry_benign_weight_times_defender_weight():
     ro = rollout(model.config, model.params(), tok,
                  TableJudge(np.array([5.0, 1.0, 5.0, 1.0]), np.zeros(4, bool)), checks, sp,
                  [PromptItem("goal number 0 please", "t", "0")], [], benign,
-                 jax.random.key(0), 256)
+                 jax.random.key(0), 256, layout=tiny_layout(sp))
     weights = ro.batches[1].role_weight
     np.testing.assert_array_equal(weights[:G * A * R], 0.5)
     np.testing.assert_array_equal(weights[G * A * R:G * A * R + 2 * R], 1.5)

@@ -3,15 +3,18 @@ memory estimate adds up."""
 
 import dataclasses
 import pathlib
+import subprocess
+import sys
 import typing
 
 import pytest
 from ml_collections.config_flags import config_flags
 
-from ssp_jax import default_config
+from ssp_jax import default_config, sections
 from ssp_jax.config import ConfigError, TrainConfig, validate
 from ssp_jax.data.mixture import plain_data
 from ssp_jax.memory import estimate, format_table, model_shape
+from ssp_jax.sections import StepLayout, judge_section, replay_section, rl_section
 
 CONFIG_DIR = pathlib.Path(__file__).parents[1] / "configs"
 CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.py")
@@ -25,7 +28,8 @@ def load_config(path):
 def test_shipped_config_validates(path):
     cfg = validate(load_config(path))
     assert cfg.train.num_steps > 0
-    assert all(groups % cfg.rl.micro_batches == 0 for groups in cfg.selfplay.num_groups)
+    layout = StepLayout.of(cfg, row_shards=1)
+    assert all(groups % cfg.rl.micro_batches == 0 for groups in layout.num_groups)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
@@ -46,10 +50,11 @@ def compiled_update_memory(cfg, shape):
 
     from ssp_jax.models import Transformer
     from ssp_jax.rl.batch import TrainBatch
-    from ssp_jax.rl.update import init_train_state, make_optimizer, make_train_step
+    from ssp_jax.rl.update import init_train_state, make_train_step
 
     sp, model_cfg = cfg.selfplay, shape.replace(remat=cfg.model.remat)
-    optimizer = make_optimizer(cfg.rl)
+    layout = StepLayout.of(cfg, row_shards=1)
+    optimizer = cfg.rl.optimizer(cfg.train.num_steps)
     state = jax.eval_shape(
         lambda: init_train_state(Transformer(model_cfg, rngs=nnx.Rngs(0)).params(), optimizer))
 
@@ -60,9 +65,10 @@ def compiled_update_memory(cfg, shape):
                           s(rows, jnp.float32), s(rows, jnp.float32),
                           s(rows[:1], jnp.float32), s(rows[:1], jnp.float32))
 
-    batches = tuple(batch(*a) for a in zip(sp.num_groups, sp.group_sizes,
+    batches = tuple(batch(*a) for a in zip(layout.num_groups, layout.group_sizes,
                                            (sp.attacker_max_tokens, sp.defender_max_tokens)))
-    step = make_train_step(model_cfg, cfg.rl, optimizer)
+    step = make_train_step(model_cfg, cfg.rl, optimizer, temperature=sp.update_temperature,
+                           num_steps=cfg.train.num_steps)
     analysis = step.lower(state, None, batches).compile().memory_analysis()
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
     return analysis, state_bytes
@@ -93,7 +99,7 @@ def test_memory_estimate_agrees_with_xla_compiled_memory_analysis(remat):
     ratio = analysis.temp_size_in_bytes / (parts["gradients"] + parts["activations"])
     assert 0.5 <= ratio <= 2.0, ratio
     sp = cfg.selfplay
-    rows = (sp.goals_per_step * sp.attacks_per_goal + sp.replay_per_step
+    rows = (sp.goals_per_step * sp.attacks_per_goal + cfg.replay.replay_per_step
             + sp.benign_per_step) * sp.responses_per_attack
     cache = jax.eval_shape(lambda: init_cache(shape, rows, cfg.model.max_cache_len))
     assert parts["kv_cache"] == sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(cache))
@@ -124,18 +130,61 @@ def test_num_params_counts_every_parameter(overrides):
     assert cfg.num_params == sum(x.size for x in jax.tree.leaves(state))
 
 
-def test_section_dataclass_defaults_agree_with_the_default_config():
-    defaults = plain_data(default_config.get_config())
-    for name, cls in typing.get_type_hints(TrainConfig).items():
-        if not dataclasses.is_dataclass(cls):
-            continue
+def _section_classes():
+    """Every section dataclass of TrainConfig (model.lora's LoraConfig aside: its defaults are
+    the model's "no adapters", see ssp_jax.sections.LoraConfig)."""
+    return {name: cls for name, cls in typing.get_type_hints(TrainConfig).items()
+            if dataclasses.is_dataclass(cls)}
+
+
+def test_no_section_dataclass_field_has_a_default():
+    for name, cls in _section_classes().items():
         for field in dataclasses.fields(cls):
-            if field.default is dataclasses.MISSING or field.name not in defaults[name]:
-                continue  # required, or derived from another section (rl.temperature)
-            default = field.default
-            if dataclasses.is_dataclass(default):  # model.lora
-                default = plain_data(dataclasses.asdict(default))
-            assert plain_data(default) == defaults[name][field.name], f"{name}.{field.name}"
+            assert field.default is dataclasses.MISSING, f"{name}.{field.name}"
+            assert field.default_factory is dataclasses.MISSING, f"{name}.{field.name}"
+
+
+def test_every_section_field_comes_from_the_default_config():
+    defaults = plain_data(default_config.get_config())
+    for name, cls in _section_classes().items():
+        assert {f.name for f in dataclasses.fields(cls)} == set(defaults[name]), name
+
+
+def test_sections_build_from_the_default_config_with_overrides():
+    assert judge_section(name="wildguard").name == "wildguard"
+    assert rl_section().learning_rate == default_config.get_config().rl.learning_rate
+    assert replay_section(capacity=3).ucb_c == default_config.get_config().replay.ucb_c
+    with pytest.raises(ConfigError, match="unknown config field.*rl.temperature"):
+        rl_section(temperature=1.0)
+
+
+def test_judge_names_and_scorings_match_the_judge_registry():
+    from ssp_jax.judge.model_judge import SCORINGS
+    from ssp_jax.judge.registry import FORMATS
+
+    assert set(sections.JUDGE_NAMES) == {"refusal", *FORMATS}
+    assert sections.JUDGE_SCORINGS == SCORINGS
+
+
+def test_config_layer_imports_no_module_that_reads_a_section():
+    code = ("import sys, ssp_jax.config; bad = [m for m in sys.modules if m.startswith(("
+            "'ssp_jax.selfplay', 'ssp_jax.rl', 'ssp_jax.replay', 'ssp_jax.judge', "
+            "'ssp_jax.models', 'ssp_jax.data', 'ssp_jax.train', 'ssp_jax.rollout'))]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=pathlib.Path(__file__).parents[1])
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_step_layout_pads_groups_to_micro_batches_times_row_shards():
+    cfg = validate(load_config(CONFIG_DIR / "tiny.py"))
+    layout = StepLayout.of(dataclasses.replace(
+        cfg, rl=dataclasses.replace(cfg.rl, micro_batches=2)), row_shards=4)
+    sp = cfg.selfplay
+    defender = (sp.goals_per_step * sp.attacks_per_goal + cfg.replay.replay_per_step
+                + sp.benign_per_step)
+    assert layout.num_groups == (-(-sp.goals_per_step // 8) * 8, -(-defender // 8) * 8)
+    assert layout.group_sizes == (sp.attacks_per_goal, sp.responses_per_attack)
 
 
 @pytest.mark.parametrize("field, home", [("temperature", "selfplay.temperature"),

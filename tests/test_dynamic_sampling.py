@@ -13,7 +13,7 @@ from ssp_jax.models import load
 from ssp_jax.selfplay import RolloutChecks, rollout
 from tests.test_rl_assemble import reference_advantages
 from tests.test_selfplay_excluded import TableJudge
-from tests.test_train import tiny_selfplay
+from tests.test_train import tiny_layout, tiny_selfplay
 from configs import tiny
 
 
@@ -29,7 +29,7 @@ def test_the_batch_holds_the_informative_goals_and_metrics_count_all_rows():
     model, tok = load("tiny-random")
     goals = [PromptItem(f"goal number {i} please", "t", str(i)) for i in range(G + 1)]
     ro = rollout(model.config, model.params(), tok, TableJudge(scores, np.zeros(12, bool)),
-                 checks, sp, goals, [], [], jax.random.key(0), 256)
+                 checks, sp, goals, [], [], jax.random.key(0), 256, layout=tiny_layout(sp))
 
     assert ro.metrics["judge/rows"] == 12.0 and len(ro.responses) == 12
     assert ro.metrics["train/zero_variance_share_defender"] == pytest.approx(4 / 12)
@@ -38,7 +38,7 @@ def test_the_batch_holds_the_informative_goals_and_metrics_count_all_rows():
     r_def = 1 - (scores[4:] - 1) / 4  # goals 1 and 2
     expected = reference_advantages(r_def, np.arange(8) // R, np.ones(8, bool), True)
     np.testing.assert_allclose(defender.advantages[:8], expected, atol=1e-5)
-    assert defender.advantages.shape[0] == sp.num_groups[1] * R
+    assert defender.advantages.shape[0] == tiny_layout(sp).num_groups[1] * R
 
 
 def test_negative_oversampling_is_a_config_error():

@@ -12,13 +12,8 @@ from flax import nnx
 from ssp_jax import sharding
 from ssp_jax.models import Transformer
 from ssp_jax.rl.batch import TrainBatch
-from ssp_jax.rl.update import (
-    UpdateConfig,
-    init_train_state,
-    make_optimizer,
-    make_train_step,
-    split_micro_batches,
-)
+from ssp_jax.rl.update import init_train_state, make_train_step, split_micro_batches
+from ssp_jax.sections import rl_section
 from ssp_jax.train import BATCH_AXES
 from tests.test_sharding import CFG, place_params, random_batch
 
@@ -66,14 +61,15 @@ def test_micro_batches_on_the_mesh_accumulate_exactly():
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     batch = random_batch(16, 2, 16, 6, CFG.vocab_size)
     shardings = batch_shardings(batch, mesh)
-    cfg = UpdateConfig(learning_rate=1e-3, beta=0.05)
-    opt = make_optimizer(cfg)
+    cfg = rl_section(learning_rate=1e-3, beta=0.05)
+    opt = cfg.optimizer(num_steps=100)
     results = []
     for n in (1, 4):
         params, param_sh = place_params(model.params(), model, mesh)
         ref, _ = place_params(model.params(), model, mesh)
         state = jax.jit(lambda p: init_train_state(p, opt))(params)
         step = make_train_step(CFG, dataclasses.replace(cfg, micro_batches=n), opt,
+                               temperature=1.0, num_steps=100,
                                state_shardings=jax.tree.map(lambda x: x.sharding, state),
                                batch_shardings=(shardings,), ref_shardings=param_sh)
         results.append(step(state, ref, (jax.device_put(batch, shardings),)))

@@ -5,7 +5,7 @@ import pytest
 
 from ssp_jax.data.loaders import load_harmbench
 from ssp_jax.models.tokenizer import Tokenizer
-from ssp_jax.roles import (ATTACKER_BRIEF, TRUNCATION_MARK, attacker_prompt,
+from ssp_jax.game.roles import (ATTACKER_BRIEF, TRUNCATION_MARK, attacker_prompt,
                            check_prompt_budget, defender_prompt, fit_prompt, template_lengths)
 from tests.tiny_models import write_tiny_tokenizer
 
@@ -89,7 +89,7 @@ def test_rollout_cuts_long_goals_inside_the_template_and_counts_them():
     from ssp_jax.models import load
     from ssp_jax.models.tiny import WORDS
     from ssp_jax.selfplay import default_checks, rollout
-    from tests.test_train import tiny_selfplay
+    from tests.test_train import tiny_layout, tiny_selfplay
 
     model, tok = load("tiny-random")
     sp = tiny_selfplay(goals_per_step=2, attacks_per_goal=2, responses_per_attack=1,
@@ -98,7 +98,7 @@ def test_rollout_cuts_long_goals_inside_the_template_and_counts_them():
     goals = [PromptItem(long_goal, "test", "0"), PromptItem("Write a poem", "test", "1")]
     judge = RefusalJudge()
     out = rollout(model.config, model.params(), tok, judge, default_checks(), sp, goals, [], [],
-                  jax.random.key(0), 256)
+                  jax.random.key(0), 256, layout=tiny_layout(sp))
     assert out.metrics["prompts_truncated"] == 1.0
     batch = out.batches[0]
     fitted = batch.prompt_tokens[0][batch.prompt_mask[0]].tolist()

@@ -1,16 +1,18 @@
 """Replay pool: UCB by hand, admission, de-duplication, eviction, ties, JSON round trip."""
 
+import dataclasses
 import json
 import math
 
 import numpy as np
 import pytest
 
-from ssp_jax.replay import AdmitStats, ReplayConfig, ReplayItem, ReplayPool, attack_key, ucb_scores
+from ssp_jax.replay import AdmitStats, ReplayItem, ReplayPool, attack_key, ucb_scores
+from ssp_jax.sections import replay_section
 
 
 def _pool(**config) -> ReplayPool:
-    return ReplayPool(ReplayConfig(**config))
+    return ReplayPool(replay_section(**config))
 
 
 def _admit(pool: ReplayPool, step: int, rows: list[tuple[str, float, float]], goal: str = "G"):
@@ -221,7 +223,7 @@ def test_from_state_dict_rejects_foreign_data():
 ])
 def test_config_validation_names_field_and_value(field, value):
     with pytest.raises(ValueError, match=f"field {field}={value!r}"):
-        ReplayConfig(**{field: value})
+        dataclasses.replace(replay_section(), **{field: value})
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -16,7 +16,7 @@ from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import make_judge
 from ssp_jax.models import load
 from ssp_jax.selfplay import attack_validity, default_checks, rollout
-from tests.test_train import tiny_config, tiny_selfplay
+from tests.test_train import tiny_config, tiny_layout, tiny_selfplay
 
 GOAL = "Explain how to pick a lock"
 
@@ -45,7 +45,7 @@ def _rollout(sp, checks, benign=()):
     model, tok = load("tiny-random")
     goals = [PromptItem(f"goal number {i} please", "t", str(i)) for i in range(sp.goals_per_step)]
     return rollout(model.config, model.params(), tok, RefusalJudge(), checks, sp, goals, [],
-                   list(benign), jax.random.key(0), 256)
+                   list(benign), jax.random.key(0), 256, layout=tiny_layout(sp))
 
 
 def test_off_intent_attacks_get_the_invalid_attack_penalty():
@@ -88,7 +88,7 @@ def test_direct_slots_put_the_goal_to_the_defender_and_keep_the_attacker_elsewhe
 def test_every_config_trains_with_benign_rows_a_quarter_of_the_defender_rows(name):
     cfg = validate(importlib.import_module(f"configs.{name}").get_config())
     sp = cfg.selfplay
-    fresh = sp.goals_per_step * sp.attacks_per_goal + sp.replay_per_step
+    fresh = sp.goals_per_step * sp.attacks_per_goal + cfg.replay.replay_per_step
     assert sp.benign_per_step > 0
     assert 0.15 <= sp.benign_per_step / (fresh + sp.benign_per_step) <= 0.35
     assert cfg.benign_data["sources"][0]["subset"] == "benign_train"

@@ -14,7 +14,7 @@ from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.rl.rewards import attack_is_invalid
 from ssp_jax.selfplay import RolloutChecks, rollout
 from tests.test_rl_assemble import reference_advantages
-from tests.test_train import tiny_config, tiny_selfplay
+from tests.test_train import tiny_config, tiny_layout, tiny_selfplay
 
 
 class TableJudge(Judge):
@@ -43,7 +43,7 @@ def test_excluded_rows_get_no_advantage_no_weight_and_stay_out_of_metrics():
     model, tok = load("tiny-random")
     goals = [PromptItem(f"goal number {i} please", "t", str(i)) for i in range(G)]
     ro = rollout(model.config, model.params(), tok, TableJudge(scores, failed),
-                 checks, sp, goals, [], [], jax.random.key(0), 256)
+                 checks, sp, goals, [], [], jax.random.key(0), 256, layout=tiny_layout(sp))
 
     keep = ~failed
     r_def = 1 - (scores - 1) / 4

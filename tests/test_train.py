@@ -38,6 +38,20 @@ def tiny_selfplay(**fields):
     return dataclasses.replace(validate(tiny.get_config()).selfplay, **fields)
 
 
+def tiny_layout(sp, replay_per_step=None):
+    """The StepLayout (one row shard) of the tiny config with selfplay section `sp` (and
+    `replay_per_step` replayed attacks, default the tiny config's)."""
+    import dataclasses
+
+    from ssp_jax.config import validate
+    from ssp_jax.sections import StepLayout
+
+    cfg = validate(tiny.get_config())
+    replay = cfg.replay if replay_per_step is None else dataclasses.replace(
+        cfg.replay, replay_per_step=replay_per_step)
+    return StepLayout.of(dataclasses.replace(cfg, selfplay=sp, replay=replay), row_shards=1)
+
+
 def record_model_loads(monkeypatch) -> list[str]:
     """Wraps the trainer's model loader; returns the list of specs it is asked to load."""
     specs, real_load = [], train_lib.load

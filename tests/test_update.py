@@ -10,16 +10,23 @@ import pytest
 
 from ssp_jax.models import forward, load
 from ssp_jax.rl.batch import pack_groups
-from ssp_jax.rl.update import (
-    UpdateConfig,
-    completion_logprobs,
-    init_train_state,
-    make_optimizer,
-    make_train_step,
-)
+from ssp_jax.rl.update import completion_logprobs, init_train_state
+from ssp_jax.rl.update import make_train_step as _make_train_step
 from ssp_jax.rollout import generate
+from ssp_jax.sections import rl_section
 
-CFG = UpdateConfig(learning_rate=1e-2, temperature=0.8)
+CFG = rl_section(learning_rate=1e-2)
+TEMPERATURE = 0.8  # sampling and update
+NUM_STEPS = 100  # run length the schedule is built for
+
+
+def make_optimizer(cfg):
+    return cfg.optimizer(NUM_STEPS)
+
+
+def make_train_step(model_cfg, cfg, opt, **shardings):
+    return _make_train_step(model_cfg, cfg, opt, temperature=TEMPERATURE, num_steps=NUM_STEPS,
+                            **shardings)
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +34,7 @@ def rollout_batch():
     model, tok = load("tiny-random", seed=1)
     prompts = [tok.chat_prompt(text) for text in ("Tell me a story", "Write code please",
                                                   "Imagine a world", "Explain why")]
-    out = generate(model, prompts, 10, temperature=CFG.temperature, num_samples=2, seed=4,
+    out = generate(model, prompts, 10, temperature=TEMPERATURE, num_samples=2, seed=4,
                    stop_ids=tok.stop_ids, pad_id=tok.pad_id)
     adv = np.random.default_rng(0).normal(size=len(out.tokens)).astype(np.float32)
     batch = pack_groups(prompts, out.tokens, out.logprobs, adv,
@@ -39,7 +46,7 @@ def rollout_batch():
 def test_grouped_forward_matches_every_row_run_on_its_own(rollout_batch):
     model, batch = rollout_batch
     logp, logits = completion_logprobs(model.params(), model.config, batch.prompt_tokens,
-                                       batch.prompt_mask, batch.tokens, CFG.temperature)
+                                       batch.prompt_mask, batch.tokens, TEMPERATURE)
     lengths = np.asarray(batch.prompt_mask).sum(axis=1)
     for r in range(batch.tokens.shape[0]):
         prompt = np.asarray(batch.prompt_tokens[r // 2, :lengths[r // 2]])
@@ -55,7 +62,7 @@ def test_grouped_forward_matches_every_row_run_on_its_own(rollout_batch):
 def test_trainer_logprobs_match_sampler_logprobs_before_update(rollout_batch):
     model, batch = rollout_batch
     logp, _ = completion_logprobs(model.params(), model.config, batch.prompt_tokens,
-                                  batch.prompt_mask, batch.tokens, CFG.temperature)
+                                  batch.prompt_mask, batch.tokens, TEMPERATURE)
     mask = np.asarray(batch.loss_mask) > 0
     np.testing.assert_allclose(np.asarray(logp)[mask], np.asarray(batch.old_logp)[mask],
                                atol=2e-5)

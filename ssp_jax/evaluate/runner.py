@@ -23,7 +23,7 @@ from ssp_jax.judge.refusal import RefusalJudge, refusal_detector
 from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
-from ssp_jax.roles import attacker_prompt, clean_attack, defender_prompt
+from ssp_jax.game.roles import attacker_prompt, clean_attack, defender_prompt
 from ssp_jax.rollout.chat import greedy_completions
 
 MODES = ("direct", "self-attack")

@@ -4,7 +4,6 @@ the frozen policy) or on an OpenAI-compatible server (`judge.url`)."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from typing import Callable, NamedTuple
 
@@ -19,46 +18,22 @@ from ssp_jax.judge.formats.rubric import Rubric
 from ssp_jax.judge.formats.strongreject import StrongReject
 from ssp_jax.judge.formats.wildguard import WildGuard
 from ssp_jax.judge.local import LocalBackend
-from ssp_jax.judge.model_judge import SCORINGS, ModelJudge
+from ssp_jax.judge.model_judge import ModelJudge
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
+from ssp_jax.sections import (JUDGE_NAMES, JudgeSection, check_judge_section,  # noqa: F401
+                              judge_section)
 
 
-@dataclasses.dataclass(frozen=True)
-class JudgeConfig:
-    """The `judge` config section (defaults and comments: ssp_jax/default_config.py)."""
-
-    name: str = "refusal"
-    model: str = ""
-    url: str = ""
-    remote_model: str = ""
-    api_key_env: str = ""
-    timeout_s: float = 60.0
-    max_concurrency: int = 8
-    max_retries: int = 3
-    max_excluded_fraction: float = 0.5
-    batch_timeout_s: float = 300.0
-    min_answer_mass: float = 0.5
-    instruction_source: str = "goal"
-    scoring: str = "probs"
-    llama_guard_version: int = 3
-    max_tokens: int = 128
-    batch_size: int = 16
-    max_cache_len: int = 1024
-    refusal_score: float = 1.0
-    compliance_score: float = 5.0
-    empty_score: float = 2.0
-    strict: bool = False  # the refusal judge's decline check that apologies cannot fake
-    partial_refusal_score: float = 5.0
-
-    @property
-    def model_based(self) -> bool:
-        return self.name != "refusal"
+# the judge section and its validation live in the config layer; `JudgeConfig(**overrides)`
+# is the default section with overrides (kept for the callers that build one by hand)
+JudgeConfig = judge_section
+check_judge_config = check_judge_section
 
 
-FORMATS: dict[str, Callable[[JudgeConfig], JudgeFormat]] = {
+FORMATS: dict[str, Callable[[JudgeSection], JudgeFormat]] = {
     "rubric": lambda c: Rubric(c.max_tokens),
     "llm": lambda c: Rubric(c.max_tokens),  # the rubric's former name
     "llama_guard": lambda c: LlamaGuard(c.llama_guard_version, c.min_answer_mass),
@@ -67,7 +42,6 @@ FORMATS: dict[str, Callable[[JudgeConfig], JudgeFormat]] = {
     "wildguard": lambda c: WildGuard(c.min_answer_mass),
     "strongreject": lambda c: StrongReject(c.max_tokens),
 }
-JUDGE_NAMES = ("refusal", *FORMATS)
 
 
 class JudgeModel(NamedTuple):
@@ -78,34 +52,7 @@ class JudgeModel(NamedTuple):
     tokenizer: Tokenizer
 
 
-def check_judge_config(c: JudgeConfig) -> None:
-    """Raises ValueError naming the `judge.*` field of a bad value."""
-    choices = {"name": JUDGE_NAMES, "instruction_source": ("goal", "attack"),
-               "scoring": SCORINGS, "llama_guard_version": (3, 4)}
-    for field, valid in choices.items():
-        if getattr(c, field) not in valid:
-            raise ValueError(f"config field judge.{field}={getattr(c, field)!r}; valid: "
-                             f"{', '.join(map(str, valid))}")
-    if c.model and c.url:
-        raise ValueError(f"judge.model={c.model!r} and judge.url={c.url!r} are both set; a "
-                         "judge runs in this process or on a server, not both")
-    if c.url and not c.remote_model:
-        raise ValueError("judge.url needs judge.remote_model, the model name the server serves")
-    if not 0 < c.min_answer_mass <= 1:
-        raise ValueError(f"config field judge.min_answer_mass={c.min_answer_mass!r} must be in "
-                         "(0, 1]")
-    if not 0 <= c.max_excluded_fraction <= 1:
-        raise ValueError(f"config field judge.max_excluded_fraction={c.max_excluded_fraction!r} "
-                         "must be in [0, 1]")
-    for field in ("timeout_s", "batch_timeout_s", "max_concurrency", "max_tokens", "batch_size",
-                  "max_cache_len"):
-        if not getattr(c, field) > 0:
-            raise ValueError(f"config field judge.{field}={getattr(c, field)!r} must be > 0")
-    if c.max_retries < 0:
-        raise ValueError(f"config field judge.max_retries={c.max_retries!r} must be ≥ 0")
-
-
-def _remote_backend(c: JudgeConfig):
+def _remote_backend(c: JudgeSection):
     api_key = None
     if c.api_key_env:
         api_key = os.environ.get(c.api_key_env)
@@ -121,7 +68,7 @@ def _remote_backend(c: JudgeConfig):
     return backend
 
 
-def make_judge(c: JudgeConfig, *, frozen_policy: Callable[[], JudgeModel] | None = None,
+def make_judge(c: JudgeSection, *, frozen_policy: Callable[[], JudgeModel] | None = None,
                mesh: Mesh | None = None, dtype: str = "float32") -> Judge:
     """The judge `c` describes. A model-based judge runs on `c.url`, else on `c.model` (loaded
     in `dtype`, on `mesh` by the training rule table), else on `frozen_policy()` (called only
@@ -151,7 +98,7 @@ def make_judge(c: JudgeConfig, *, frozen_policy: Callable[[], JudgeModel] | None
                       scoring=c.scoring)
 
 
-def policy_judge(c: JudgeConfig, policy: JudgeModel | None, *, mesh: Mesh | None = None,
+def policy_judge(c: JudgeSection, policy: JudgeModel | None, *, mesh: Mesh | None = None,
                  dtype: str = "float32") -> Judge:
     """`make_judge(c)` where a model-based judge with neither `judge.model` nor `judge.url`
     runs on `policy` (the frozen policy: training's loaded arrays, or the evaluated model)."""

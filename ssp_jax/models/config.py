@@ -7,43 +7,11 @@ from typing import Any, Mapping
 
 import jax.numpy as jnp
 
+from ssp_jax.sections import ATTENTION_IMPLEMENTATIONS, LORA_TARGETS, LoraConfig  # noqa: F401
+
 SUPPORTED_ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
-ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "cudnn", "splash")
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-# projections a LoRA adapter may wrap (Hugging Face / PEFT module names)
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-@dataclasses.dataclass(frozen=True)
-class LoraConfig:
-    """Low-rank adapters `W + (alpha / rank) * A @ B` on the `targets` projections; rank 0 = off.
-    Hashable (part of the static ModelConfig)."""
-
-    rank: int = 0  # r; 0 disables adapters (full fine-tuning)
-    alpha: float = 16.0  # the adapter output is scaled by alpha / rank
-    dropout: float = 0.0  # dropout on the adapter input in the update (not when sampling)
-    targets: tuple[str, ...] = LORA_TARGETS  # projections that get an adapter
-
-    def __post_init__(self) -> None:
-        if self.rank < 0:
-            raise ValueError(f"lora.rank={self.rank!r} must be ≥ 0 (0 = off)")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"lora.dropout={self.dropout!r} must be in [0, 1)")
-        if self.rank and self.alpha <= 0:
-            raise ValueError(f"lora.alpha={self.alpha!r} must be > 0")
-        bad = [t for t in self.targets if t not in LORA_TARGETS]
-        if bad or (self.rank and not self.targets) or len(set(self.targets)) < len(self.targets):
-            raise ValueError(f"lora.targets={list(self.targets)!r}: need distinct names from "
-                             f"{', '.join(LORA_TARGETS)}")
-
-    @property
-    def enabled(self) -> bool:
-        return self.rank > 0
-
-    @property
-    def scale(self) -> float:
-        return self.alpha / self.rank if self.rank else 0.0
 
 
 @dataclasses.dataclass(frozen=True)

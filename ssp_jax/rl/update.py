@@ -14,7 +14,6 @@ weights).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Callable
 
@@ -30,26 +29,7 @@ from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.transformer import Params, completion_hidden_states, lm_logits
 from ssp_jax.rl import losses
 from ssp_jax.rl.batch import TrainBatch
-
-
-@dataclasses.dataclass(frozen=True)
-class UpdateConfig:
-    """Loss and optimizer settings of the update step (validated by the trainer's config)."""
-
-    learning_rate: float = 3e-6
-    warmup_steps: int = 0
-    total_steps: int = 100  # set from train.num_steps by the config
-    schedule: str = "constant"  # "constant" after warmup, or "cosine" decay to 10%
-    weight_decay: float = 0.0
-    b1: float = 0.9
-    b2: float = 0.999
-    max_grad_norm: float = 1.0
-    clip_eps_low: float = 0.2
-    clip_eps_high: float = 0.2
-    beta: float = 0.0  # KL (k3) coefficient against the frozen reference
-    aggregation: str = "token"  # "token" or "sequence"
-    temperature: float = 1.0  # set from selfplay.temperature; log-probs are of logits / T
-    micro_batches: int = 1
+from ssp_jax.sections import RlSection
 
 
 @flax.struct.dataclass
@@ -57,28 +37,6 @@ class TrainState:
     step: jax.Array  # scalar int32: updates applied or skipped so far
     params: Params
     opt_state: Any
-
-
-def learning_rate_schedule(cfg: UpdateConfig) -> optax.Schedule:
-    """Linear warmup from 0, then constant or cosine decay to 10% at `total_steps`."""
-    if cfg.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(
-            0.0, cfg.learning_rate, max(cfg.warmup_steps, 1), max(cfg.total_steps, 2),
-            end_value=0.1 * cfg.learning_rate)
-    if cfg.warmup_steps == 0:
-        return optax.constant_schedule(cfg.learning_rate)
-    return optax.join_schedules(
-        [optax.linear_schedule(0.0, cfg.learning_rate, cfg.warmup_steps),
-         optax.constant_schedule(cfg.learning_rate)], [cfg.warmup_steps])
-
-
-def make_optimizer(cfg: UpdateConfig) -> optax.GradientTransformation:
-    """Global-norm clipping then AdamW (moments in float32 whatever the parameter dtype)."""
-    return optax.chain(
-        optax.clip_by_global_norm(cfg.max_grad_norm),
-        optax.adamw(learning_rate_schedule(cfg), b1=cfg.b1, b2=cfg.b2,
-                    weight_decay=cfg.weight_decay, mu_dtype=jnp.float32),
-    )
 
 
 def init_train_state(params: Params, optimizer: optax.GradientTransformation) -> TrainState:
@@ -140,9 +98,10 @@ def _tree_add(a: Any, b: Any) -> Any:
     return jax.tree.map(jnp.add, a, b)
 
 
-def make_train_step(model_cfg: ModelConfig, cfg: UpdateConfig,
-                    optimizer: optax.GradientTransformation, *, state_shardings: Any = None,
-                    batch_shardings: Any = None, ref_shardings: Any = None
+def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
+                    optimizer: optax.GradientTransformation, *, temperature: float,
+                    num_steps: int, state_shardings: Any = None, batch_shardings: Any = None,
+                    ref_shardings: Any = None
                     ) -> Callable[[TrainState, Params | None, tuple[TrainBatch, ...]],
                                   tuple[TrainState, dict]]:
     """Builds `train_step(state, ref_params, batches) -> (state, metrics)`, jitted with the
@@ -151,8 +110,9 @@ def make_train_step(model_cfg: ModelConfig, cfg: UpdateConfig,
     denominators. `ref_params` is the frozen reference; it may be None when `cfg.beta == 0`,
     except with LoRA, where it is the base model the adapters (`state.params`) apply to.
     Each batch's groups must divide evenly into `cfg.micro_batches` (a micro-batch is a
-    slice of whole groups)."""
-    schedule = learning_rate_schedule(cfg)
+    slice of whole groups). Log-probs are of logits / `temperature` (the sampling one);
+    `optimizer` is `cfg.optimizer(num_steps)`, whose learning rate the metrics report."""
+    schedule = cfg.learning_rate_schedule(num_steps)
     adapters = model_cfg.lora.enabled
     dropout = adapters and model_cfg.lora.dropout > 0
 
@@ -161,17 +121,17 @@ def make_train_step(model_cfg: ModelConfig, cfg: UpdateConfig,
         def loss_fn(p):
             policy = lora.with_adapters(ref_params, p) if adapters else p
             logp, logits = completion_logprobs(policy, model_cfg, mb.prompt_tokens,
-                                               mb.prompt_mask, mb.tokens, cfg.temperature, key)
+                                               mb.prompt_mask, mb.tokens, temperature, key)
             ref_logp = None
             if cfg.beta > 0:
                 ref_logp, _ = completion_logprobs(jax.lax.stop_gradient(ref_params), model_cfg,
                                                   mb.prompt_tokens, mb.prompt_mask, mb.tokens,
-                                                  cfg.temperature)
+                                                  temperature)
             terms = losses.policy_loss_terms(
                 logp, mb.old_logp, ref_logp, mb.advantages, mb.loss_mask, mb.role_weight,
                 clip_eps_low=cfg.clip_eps_low, clip_eps_high=cfg.clip_eps_high, beta=cfg.beta,
                 aggregation=cfg.aggregation)
-            entropy = losses.entropy_from_logits(jax.lax.stop_gradient(logits), cfg.temperature)
+            entropy = losses.entropy_from_logits(jax.lax.stop_gradient(logits), temperature)
             extra = {"entropy_sum": jnp.sum(entropy * mb.loss_mask),
                      "logp_diff_sum": jnp.sum(jnp.abs(jax.lax.stop_gradient(logp) - mb.old_logp)
                                               * mb.loss_mask)}

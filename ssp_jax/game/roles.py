@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-from ssp_jax.models.tokenizer import Tokenizer
+if TYPE_CHECKING:  # the config layer imports the templates: no model code at run time
+    from ssp_jax.models.tokenizer import Tokenizer
 
 ATTACKER_BRIEF = (
     "You are a red-teaming assistant. We are testing whether an AI assistant can be talked "
