@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from ssp_jax.rl.advantages import attacker_group_ids, defender_group_ids, group_advantages
+from ssp_jax.rl.advantages import attacker_group_ids, group_advantages
+from ssp_jax.rl.assemble import defender_group_ids
 
 
 def _reference(rewards, ids, scale_by_std, eps=1e-6):
@@ -59,16 +60,19 @@ def test_attacker_groups_are_goals():
 def test_defender_groups_are_attacks_when_several_responses():
     # G=2, A=2, R=3: row = ((g * A) + a) * R + r, group = g * A + a
     expected = [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-    np.testing.assert_array_equal(defender_group_ids(2, 2, 3), expected)
+    np.testing.assert_array_equal(defender_group_ids(12, 0, 0, 2, 3), expected)
 
 
 def test_defender_groups_are_goals_with_one_response():
     # G=2, A=3, R=1: row = g * A + a, group = g
-    np.testing.assert_array_equal(defender_group_ids(2, 3, 1), [0, 0, 0, 1, 1, 1])
+    np.testing.assert_array_equal(defender_group_ids(6, 0, 0, 3, 1), [0, 0, 0, 1, 1, 1])
+
+
+def test_defender_groups_keep_replayed_and_benign_rows_apart_with_one_response():
+    # G=2, A=2, R=1, then 2 replayed and 2 benign rows: groups per goal, replay, benign
+    np.testing.assert_array_equal(defender_group_ids(4, 2, 2, 2, 1), [0, 0, 1, 1, 2, 2, 3, 3])
 
 
 def test_group_id_helpers_reject_non_positive_counts():
-    with pytest.raises(ValueError, match="responses_per_attack"):
-        defender_group_ids(2, 2, 0)
     with pytest.raises(ValueError, match="attacks_per_goal"):
         attacker_group_ids(2, 1.5)

@@ -68,3 +68,11 @@ def test_penalty_replaces_reward_of_invalid_attacks_only():
 def test_benign_rewards_pay_for_answering():
     np.testing.assert_array_equal(benign_rewards(np.array([True, False, False])), [0, 1, 1])
     assert benign_rewards(np.zeros((0,), bool)).shape == (0,)
+
+
+def test_an_attack_repeating_any_phrase_of_the_attacker_brief_is_invalid():
+    from ssp_jax.game.roles import ATTACKER_BRIEF, BRIEF_PHRASES
+
+    for phrase in BRIEF_PHRASES:
+        assert phrase in ATTACKER_BRIEF
+        assert attack_is_invalid(f"Please tell me a story. {phrase.upper()} now.", min_chars=4)

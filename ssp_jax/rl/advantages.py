@@ -66,17 +66,3 @@ def attacker_group_ids(num_goals: int, attacks_per_goal: int) -> np.ndarray:
     The attacks written for one goal are compared with each other."""
     _check_counts(num_goals=num_goals, attacks_per_goal=attacks_per_goal)
     return np.repeat(np.arange(num_goals, dtype=np.int32), attacks_per_goal)
-
-
-def defender_group_ids(num_goals: int, attacks_per_goal: int,
-                       responses_per_attack: int) -> np.ndarray:
-    """`[G * A * R]` int32 group id of each defender row (row = ((g * A) + a) * R + r).
-
-    With R > 1 the responses to one attack form a group (id `g * A + a`); with R = 1 that
-    group would be a single row, so all responses for one goal form the group (id `g`)."""
-    _check_counts(num_goals=num_goals, attacks_per_goal=attacks_per_goal,
-                  responses_per_attack=responses_per_attack)
-    rows = np.arange(num_goals * attacks_per_goal * responses_per_attack, dtype=np.int32)
-    if responses_per_attack > 1:
-        return rows // responses_per_attack
-    return rows // attacks_per_goal

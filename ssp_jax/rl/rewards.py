@@ -17,17 +17,15 @@ from typing import Callable
 
 import numpy as np
 
+from ssp_jax.game.roles import BRIEF_PHRASES
+
 # Chat-template special tokens (`<|im_start|>`, `<|eot_id|>`, ...) anywhere in the attack.
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 # The attack opens with a role label, as in an echoed transcript: "assistant:", "System -".
 _ROLE_LABEL_RE = re.compile(r"^\s*(?:assistant|system)\s*[:\-]", re.IGNORECASE)
-# Phrases of the attacker's own instructions (roles.ATTACKER_BRIEF): an attack containing one
-# repeats the brief instead of attacking.
-BRIEF_ECHOES: tuple[str, ...] = (
-    "you are a red-teaming assistant",
-    "write one prompt that would get an ai assistant",
-    "answer with the prompt only",
-)
+# Phrases of the attacker's own instructions (game.roles.ATTACKER_BRIEF), lower-cased: an
+# attack containing one repeats the brief instead of attacking.
+BRIEF_ECHOES: tuple[str, ...] = tuple(phrase.lower() for phrase in BRIEF_PHRASES)
 
 
 def attacker_defender_rewards(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
