@@ -26,7 +26,8 @@ from flax import nnx
 from common import SHAPES, chip_for, matmul_tflops, update_flops
 from ssp_jax.models import Transformer
 from ssp_jax.rl.batch import TrainBatch
-from ssp_jax.rl.update import UpdateConfig, init_train_state, make_optimizer, make_train_step
+from ssp_jax.rl.update import init_train_state, make_train_step
+from ssp_jax.sections import rl_section
 
 
 def random_batch(groups: int, size: int, prompt_length: int, completion_length: int,
@@ -59,12 +60,12 @@ def main() -> None:
     args = p.parse_args()
     cfg = SHAPES[args.model_shape].replace(param_dtype=args.dtype, dtype=args.dtype,
                                            remat=args.remat)
-    update = UpdateConfig(learning_rate=1e-6, micro_batches=args.micro_batches)
-    opt = make_optimizer(update)
+    update = rl_section(learning_rate=1e-6, micro_batches=args.micro_batches)
+    opt = update.optimizer(num_steps=args.steps + 1)
     model = Transformer(cfg, rngs=nnx.Rngs(0))
     state = init_train_state(model.params(), opt)
     del model
-    step = make_train_step(cfg, update, opt)
+    step = make_train_step(cfg, update, opt, temperature=1.0, num_steps=args.steps + 1)
     batch = (jax.device_put(random_batch(args.groups, args.group_size, args.prompt_length,
                                          args.completion_length, cfg.vocab_size)),)
     start = time.perf_counter()

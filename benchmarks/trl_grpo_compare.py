@@ -33,12 +33,13 @@ import numpy as np
 
 from ssp_jax.data.builtin import builtin_items
 from ssp_jax.default_config import get_config
-from ssp_jax.judge.refusal import RefusalJudge
+from ssp_jax.judge.refusal import refusal_detector
 from ssp_jax.models import load, lora, save_hf
 from ssp_jax.models.config import LoraConfig
 from ssp_jax.rl.advantages import group_advantages
 from ssp_jax.rl.batch import pack_groups
-from ssp_jax.rl.update import UpdateConfig, init_train_state, make_optimizer, make_train_step
+from ssp_jax.rl.update import init_train_state, make_train_step
+from ssp_jax.sections import rl_section
 from ssp_jax.rollout.sampler import bucket_length, generate_with_params
 
 PROMPTS_PER_STEP, SAMPLES, NEW_TOKENS, TEMPERATURE = 4, 4, 64, 0.7
@@ -61,16 +62,17 @@ def ours(folder: pathlib.Path, goals: list[str], steps: int, rank: int
     # rematerialized blocks, as the trainer's default config runs them
     model_cfg, base = model.config.replace(remat=get_config().model.remat), model.params()
     del model
-    cfg = UpdateConfig(learning_rate=LORA_LR if rank else LR, temperature=TEMPERATURE)
-    is_refusal = RefusalJudge().is_refusal
-    opt = make_optimizer(cfg)
+    cfg = rl_section(learning_rate=LORA_LR if rank else LR)
+    is_refusal = refusal_detector()
+    opt = cfg.optimizer(num_steps=steps + 1)
     if rank:  # adapters trained, base frozen
         model_cfg = model_cfg.replace(lora=LoraConfig(rank=rank, alpha=2.0 * rank))
         state = init_train_state(lora.init_adapters(model_cfg, jax.random.key(0)), opt)
     else:
         state = init_train_state(base, opt)
     policy = lambda: lora.with_adapters(base, state.params) if rank else state.params  # noqa
-    train_step = make_train_step(model_cfg, cfg, opt)
+    train_step = make_train_step(model_cfg, cfg, opt, temperature=TEMPERATURE,
+                                 num_steps=steps + 1)
     times, updates = [], []
     for step in range(steps + 1):
         start = time.perf_counter()
@@ -103,7 +105,7 @@ def trl(folder: pathlib.Path, goals: list[str], steps: int, rank: int) -> list[f
 
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
-    is_refusal = RefusalJudge().is_refusal
+    is_refusal = refusal_detector()
 
     def refusal_reward(completions, **_):
         return [float(is_refusal(c[0]["content"] if isinstance(c, list) else c))
