@@ -15,9 +15,9 @@ from ssp_jax.judge.formats.rubric import Rubric, build_judge_messages, parse_ver
 from ssp_jax.judge.formats.strongreject import StrongReject
 from ssp_jax.judge.formats.wildguard import WildGuard
 from ssp_jax.judge.model_judge import ModelJudge
-from ssp_jax.judge.registry import JudgeConfig
+from ssp_jax.sections import judge_section
 
-MASS = JudgeConfig().min_answer_mass
+MASS = judge_section().min_answer_mass
 
 # ---- golden prompts: each guard's published text (tests/fixtures/guard_prompts/SOURCES.md) --
 

@@ -12,8 +12,8 @@ from ssp_jax.judge.formats.wildguard import WildGuard
 from ssp_jax.judge.local import LocalBackend
 from ssp_jax.judge.model_judge import ModelJudge
 from ssp_jax.judge.refusal import RefusalJudge, refusal_detector
-from ssp_jax.judge.registry import (JudgeConfig, JudgeModel, check_judge_cache, make_judge,
-                                    policy_judge)
+from ssp_jax.judge.registry import JudgeModel, check_judge_cache, make_judge, policy_judge
+from ssp_jax.sections import judge_section
 from ssp_jax.models import load
 from tests.tiny_guard import LLAMA_GUARD_3_TEMPLATE, write_guard_model
 
@@ -123,7 +123,8 @@ def test_answers_sharing_a_first_token_fail_with_a_clear_error():
 def test_cache_check_names_the_fields_to_change(guard_dir):
     overhead = backend_for(guard_dir).count_tokens(LlamaGuard(3, ANY_MASS).prompt("", ""))
     cache = overhead + 40 + LlamaGuard.text_tokens  # room for 40 request + response tokens
-    judge = make_judge(JudgeConfig(name="llama_guard", model=str(guard_dir), max_cache_len=cache))
+    judge = make_judge(judge_section(name="llama_guard", model=str(guard_dir),
+                                     max_cache_len=cache))
     check_judge_cache(judge, request_tokens=20, request_field="selfplay.max_prompt_tokens",
                       response_tokens=20, response_field="selfplay.defender_max_tokens")
     with pytest.raises(ValueError, match=rf"judge.max_cache_len={cache}.*selfplay."
@@ -135,36 +136,36 @@ def test_cache_check_names_the_fields_to_change(guard_dir):
 
 
 def test_factory_builds_each_kind_of_judge(guard_dir):
-    assert isinstance(make_judge(JudgeConfig(empty_score=1.0)), RefusalJudge)
-    judge = make_judge(JudgeConfig(name="harmbench", model=str(guard_dir)))
+    assert isinstance(make_judge(judge_section(empty_score=1.0)), RefusalJudge)
+    judge = make_judge(judge_section(name="harmbench", model=str(guard_dir)))
     assert judge.describe == f"harmbench on model:{guard_dir}"
     model, tok = load("tiny-random")
     frozen = JudgeModel(model.config, model.params(), tok)
-    judge = make_judge(JudgeConfig(name="llm"), frozen_policy=lambda: frozen)
+    judge = make_judge(judge_section(name="llm"), frozen_policy=lambda: frozen)
     assert judge.backend.params is frozen.params and judge.format.name == "rubric"
     with pytest.raises(ValueError, match="needs a judge model: set judge.model"):
-        make_judge(JudgeConfig(name="wildguard"))
+        make_judge(judge_section(name="wildguard"))
     with pytest.raises(ValueError, match="both set"):
-        make_judge(JudgeConfig(name="wildguard", model="m", url="http://h/v1",
+        make_judge(judge_section(name="wildguard", model="m", url="http://h/v1",
                                remote_model="m"))
     with pytest.raises(ValueError, match="JUDGE_KEY_UNSET_FOR_TEST, which is not set"):
-        make_judge(JudgeConfig(name="wildguard", url="http://h/v1", remote_model="m",
+        make_judge(judge_section(name="wildguard", url="http://h/v1", remote_model="m",
                                api_key_env="JUDGE_KEY_UNSET_FOR_TEST"))
     with pytest.raises(ValueError, match="judge.name='gpt4'; valid: refusal, rubric, llm"):
-        make_judge(JudgeConfig(name="gpt4"))
+        make_judge(judge_section(name="gpt4"))
 
 
 def test_policy_judge_runs_on_the_policy_unless_a_judge_model_is_named(guard_dir):
     model, tok = load("tiny-random")
     policy = JudgeModel(model.config, model.params(), tok)
-    on_policy = policy_judge(JudgeConfig(name="harmbench"), policy)
+    on_policy = policy_judge(judge_section(name="harmbench"), policy)
     assert on_policy.backend.params is policy.params
     assert on_policy.describe == "harmbench on model:frozen policy"
-    named = policy_judge(JudgeConfig(name="harmbench", model=str(guard_dir)), policy)
+    named = policy_judge(judge_section(name="harmbench", model=str(guard_dir)), policy)
     assert named.describe == f"harmbench on model:{guard_dir}"
-    assert isinstance(policy_judge(JudgeConfig(), policy), RefusalJudge)
+    assert isinstance(policy_judge(judge_section(), policy), RefusalJudge)
     with pytest.raises(ValueError, match="needs a judge model"):
-        policy_judge(JudgeConfig(name="harmbench"), None)
+        policy_judge(judge_section(name="harmbench"), None)
 
 
 def test_refusal_detector_is_the_refusal_judges_decline_check():
@@ -177,7 +178,7 @@ def test_a_judge_model_on_the_mesh_scores_like_one_on_a_single_device(guard_dir)
     from ssp_jax import sharding
 
     mesh = sharding.make_mesh({"data": 1, "fsdp": -1, "tensor": 1})
-    cfg = JudgeConfig(name="llama_guard", model=str(guard_dir), min_answer_mass=ANY_MASS)
+    cfg = judge_section(name="llama_guard", model=str(guard_dir), min_answer_mass=ANY_MASS)
     placed = make_judge(cfg, mesh=mesh)
     embed = placed.backend.params["embed"]
     assert embed.sharding.mesh.shape == mesh.shape and not embed.sharding.is_fully_replicated

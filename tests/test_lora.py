@@ -20,7 +20,8 @@ from ssp_jax.models import forward, load, lora, model_from_params, save_hf
 from ssp_jax.models.config import LORA_TARGETS, LoraConfig
 from ssp_jax.models.hf_io import params_to_hf
 from ssp_jax.rl.batch import pack_groups
-from ssp_jax.rl.update import UpdateConfig, init_train_state, make_optimizer, make_train_step
+from ssp_jax.rl.update import init_train_state, make_train_step
+from ssp_jax.sections import rl_section
 from ssp_jax.rollout import generate
 from ssp_jax.rollout.sampler import generate_with_params
 
@@ -115,17 +116,28 @@ def lora_batch(tiny):
     return jax.tree.map(jnp.asarray, batch)
 
 
+TEMPERATURE = 0.8  # sampling temperature the log-probs are of
+NUM_STEPS = 100  # the run length the learning rate schedule is built for
+
+
+def train_step(cfg, update_cfg):
+    """The jitted update of `update_cfg` (an rl section) on model `cfg`, with its optimizer."""
+    opt = update_cfg.optimizer(NUM_STEPS)
+    return opt, make_train_step(cfg, update_cfg, opt, temperature=TEMPERATURE,
+                                num_steps=NUM_STEPS)
+
+
 def lora_step(cfg, base, batch, update_cfg, adapters=None):
-    opt = make_optimizer(update_cfg)
+    opt, step = train_step(cfg, update_cfg)
     adapters = adapters or lora.init_adapters(cfg, jax.random.key(0))
     state = init_train_state(jax.tree.map(jnp.copy, adapters), opt)
-    return make_train_step(cfg, update_cfg, opt)(state, base, (batch,))
+    return step(state, base, (batch,))
 
 
 def test_update_trains_only_the_adapters(tiny, lora_batch):
     cfg, base, _ = tiny
     base_before = jax.tree.map(np.array, base)
-    update_cfg = UpdateConfig(learning_rate=1e-2, temperature=0.8, beta=0.1)
+    update_cfg = rl_section(learning_rate=1e-2, beta=0.1)
     adapters = lora.init_adapters(cfg, jax.random.key(0))
     state, metrics = lora_step(cfg, base, lora_batch, update_cfg, adapters)
     assert float(metrics["update_skipped"]) == 0.0
@@ -139,15 +151,14 @@ def test_update_trains_only_the_adapters(tiny, lora_batch):
     assert optimizer_leaves <= {x.shape for x in jax.tree.leaves(adapters)}
     for a, b in zip(jax.tree.leaves(base), jax.tree.leaves(base_before)):
         np.testing.assert_array_equal(a, b)
-    second, _ = make_train_step(cfg, update_cfg, make_optimizer(update_cfg))(
-        state, base, (lora_batch,))
+    second, _ = train_step(cfg, update_cfg)[1](state, base, (lora_batch,))
     assert all(float(jnp.abs(second.params[n]["a"] - adapters[n]["a"]).max()) > 0
                for n in LORA.targets)
 
 
 def test_lora_micro_batches_accumulate_exactly(tiny, lora_batch):
     cfg, base, _ = tiny
-    update_cfg = UpdateConfig(learning_rate=1e-2, temperature=0.8)
+    update_cfg = rl_section(learning_rate=1e-2)
     adapters = random_adapters(cfg, scale=0.05)
     one, m1 = lora_step(cfg, base, lora_batch, update_cfg, adapters)
     four, m4 = lora_step(cfg, base, lora_batch,
@@ -160,7 +171,7 @@ def test_lora_micro_batches_accumulate_exactly(tiny, lora_batch):
 
 def test_lora_dropout_changes_the_update_and_is_a_function_of_the_step(tiny, lora_batch):
     cfg, base, _ = tiny
-    update_cfg = UpdateConfig(learning_rate=1e-2, temperature=0.8)
+    update_cfg = rl_section(learning_rate=1e-2)
     adapters = random_adapters(cfg, scale=0.05)
     _, plain = lora_step(cfg, base, lora_batch, update_cfg, adapters)
     dropped = cfg.replace(lora=dataclasses.replace(LORA, dropout=0.5))

@@ -51,8 +51,8 @@ def test_reference_lands_with_the_rule_table_shardings(tmp_path):
 def test_no_reference_without_a_kl_term(tmp_path):
     trainer = mesh_trainer(tmp_path, beta=0.0)
     assert trainer.ref_params is None
-    assert trainer.cfg.selfplay.row_shards == 4  # data x fsdp
-    for groups, shardings in zip(trainer.cfg.selfplay.num_groups, trainer.batch_shardings):
+    assert trainer.layout.row_shards == 4  # data x fsdp
+    for groups, shardings in zip(trainer.layout.num_groups, trainer.batch_shardings):
         assert groups % 4 == 0  # update groups padded to whole groups per row shard
         assert shardings.tokens.spec[0] == ("data", "fsdp")
 

@@ -10,7 +10,7 @@ import pytest
 from ssp_jax import preflight
 from ssp_jax.cli import UserError
 from ssp_jax.config import validate
-from ssp_jax.judge.registry import JudgeConfig
+from ssp_jax.sections import judge_section
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -128,12 +128,12 @@ def test_a_missing_data_file_names_the_source_and_the_fetch_command(tmp_path):
 
 
 def test_a_judge_model_path_that_does_not_exist_is_refused(tmp_path):
-    c = JudgeConfig(name="llama_guard", model=str(tmp_path / "guard"))
+    c = judge_section(name="llama_guard", model=str(tmp_path / "guard"))
     assert one_line_error(preflight.check_judge, c).startswith(f"judge.model {tmp_path}/guard: ")
 
 
 def test_a_judge_url_that_does_not_answer_is_refused():
-    c = JudgeConfig(name="llama_guard", url="http://127.0.0.1:9/v1", remote_model="guard",
+    c = judge_section(name="llama_guard", url="http://127.0.0.1:9/v1", remote_model="guard",
                     timeout_s=2.0)
     assert one_line_error(preflight.check_judge, c).startswith(
         "judge server http://127.0.0.1:9/v1 cannot be reached")

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from serve_helpers import serve_process
-from ssp_jax.judge.registry import JudgeConfig, make_judge
+from ssp_jax.judge.registry import make_judge
+from ssp_jax.sections import judge_section
 
 pytest.importorskip("torch")  # the guard folder is written by transformers' torch model
 from tests.tiny_guard import write_sentencepiece_guard  # noqa: E402
@@ -28,7 +29,7 @@ def guard(tmp_path_factory):
     path = tmp_path_factory.mktemp("guard")
     write_sentencepiece_guard(path)
     with serve_process(path / "serve.log", "--model", str(path), "--max-cache-len",
-                       str(JudgeConfig().max_cache_len)) as url:
+                       str(judge_section().max_cache_len)) as url:
         yield path, url
 
 
@@ -36,8 +37,8 @@ def guard(tmp_path_factory):
                                            ("llama_guard", "probs"), ("llama_guard", "text")])
 def test_served_judge_scores_equal_in_process_scores(guard, name, scoring):
     path, url = guard
-    local = make_judge(JudgeConfig(name=name, model=str(path), scoring=scoring))
-    remote = make_judge(JudgeConfig(name=name, url=url, remote_model=str(path),
+    local = make_judge(judge_section(name=name, model=str(path), scoring=scoring))
+    remote = make_judge(judge_section(name=name, url=url, remote_model=str(path),
                                     scoring=scoring, max_retries=0, timeout_s=300.0))
     try:
         assert remote.describe == f"{name} on url:{url} {path}"

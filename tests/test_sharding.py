@@ -19,12 +19,8 @@ from ssp_jax.models import ModelConfig, Transformer, load
 from ssp_jax.models.loading import lazy_from_arrays
 from ssp_jax.models.loading import place_params as place_lazy
 from ssp_jax.rl.batch import TrainBatch
-from ssp_jax.rl.update import (
-    UpdateConfig,
-    init_train_state,
-    make_optimizer,
-    make_train_step,
-)
+from ssp_jax.rl.update import init_train_state, make_train_step
+from ssp_jax.sections import rl_section
 from ssp_jax.train import BATCH_AXES, Trainer
 from tests.test_resume import read_checkpoint
 
@@ -98,12 +94,12 @@ def random_batch(groups, size, prompt_length, completion_length, vocab, seed=0):
 
 def test_update_on_a_2x2x2_mesh_equals_one_device():
     model = Transformer(CFG, rngs=nnx.Rngs(0))
-    cfg = UpdateConfig(learning_rate=1e-3, beta=0.05)
-    opt = make_optimizer(cfg)
+    cfg = rl_section(learning_rate=1e-3, beta=0.05)
+    opt = cfg.optimizer(num_steps=100)
     batch = random_batch(4, 2, 24, 8, CFG.vocab_size)
 
     single_params = jax.tree.map(jnp.copy, model.params())
-    step1 = make_train_step(CFG, cfg, opt)
+    step1 = make_train_step(CFG, cfg, opt, temperature=1.0, num_steps=100)
     s1, m1 = step1(init_train_state(single_params, opt), model.params(), (batch,))
 
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
@@ -113,7 +109,8 @@ def test_update_on_a_2x2x2_mesh_equals_one_device():
     state_sh = jax.tree.map(lambda x: x.sharding, state)
     batch_sh = TrainBatch(*[sharding.logical_sharding(a, np.shape(x), mesh, sharding.TRAIN_RULES)
                             for a, x in zip(BATCH_AXES, batch)])
-    step8 = make_train_step(CFG, cfg, opt, state_shardings=state_sh, batch_shardings=(batch_sh,),
+    step8 = make_train_step(CFG, cfg, opt, temperature=1.0, num_steps=100,
+                            state_shardings=state_sh, batch_shardings=(batch_sh,),
                             ref_shardings=shardings)
     s8, m8 = step8(state, ref, (jax.device_put(batch, batch_sh),))
     for new, old in zip(jax.tree.leaves(s8.params), jax.tree.leaves(params)):

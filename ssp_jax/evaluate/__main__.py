@@ -35,18 +35,19 @@ from ssp_jax.evaluate.report import plot_comparison, plot_training_curves, write
 from ssp_jax.evaluate.runner import MODES, evaluate_with_progress
 from ssp_jax.judge.base import Judge
 from ssp_jax.judge.calibration import calibrate, format_report
-from ssp_jax.judge.registry import (JUDGE_NAMES, JudgeConfig, JudgeModel, check_judge_cache,
-                                    make_judge, policy_judge)
+from ssp_jax.judge.registry import JudgeModel, check_judge_cache, make_judge, policy_judge
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import load
 from ssp_jax.paths import as_path
+from ssp_jax.sections import JUDGE_NAMES, JudgeSection, judge_section
 
 SELF = "self"  # --judge-model self: each model judges its own answers
 
 
 def add_judge_args(p: argparse.ArgumentParser) -> None:
-    """The judge flags shared by evaluation and calibration (defaults: JudgeConfig's)."""
-    d = JudgeConfig()
+    """The judge flags shared by evaluation and calibration (defaults: the default config's
+    judge section)."""
+    d = judge_section()
     p.add_argument("--judge", choices=JUDGE_NAMES, default=d.name)
     p.add_argument("--judge-model", default="", help="judge model spec (a guard model's folder)")
     p.add_argument("--judge-url", default="", help="OpenAI-compatible judge server .../v1")
@@ -60,13 +61,14 @@ def add_judge_args(p: argparse.ArgumentParser) -> None:
                    default=d.instruction_source)
 
 
-def judge_config(args: argparse.Namespace, *, allow_self: bool) -> JudgeConfig:
+def judge_config(args: argparse.Namespace, *, allow_self: bool) -> JudgeSection:
     """The judge section the flags describe; a model-based judge must be named."""
-    c = JudgeConfig(name=args.judge, model="" if args.judge_model == SELF else args.judge_model,
-                    url=args.judge_url, remote_model=args.judge_remote_model,
-                    api_key_env=args.judge_api_key_env, max_cache_len=args.judge_max_cache_len,
-                    max_tokens=args.judge_max_tokens, scoring=args.judge_scoring,
-                    instruction_source=args.instruction_source, batch_size=args.batch_size)
+    c = judge_section(
+        name=args.judge, model="" if args.judge_model == SELF else args.judge_model,
+        url=args.judge_url, remote_model=args.judge_remote_model,
+        api_key_env=args.judge_api_key_env, max_cache_len=args.judge_max_cache_len,
+        max_tokens=args.judge_max_tokens, scoring=args.judge_scoring,
+        instruction_source=args.instruction_source, batch_size=args.batch_size)
     if c.model_based and not (args.judge_model or args.judge_url):
         raise ValueError(f"--judge {args.judge} needs a fixed judge: --judge-model SPEC or "
                          "--judge-url URL" + (f" (or --judge-model {SELF} to let each model "
@@ -76,7 +78,7 @@ def judge_config(args: argparse.Namespace, *, allow_self: bool) -> JudgeConfig:
     return c
 
 
-def judge_record(c: JudgeConfig) -> dict[str, str]:
+def judge_record(c: JudgeSection) -> dict[str, str]:
     """What results record about the judge: its format and its model or server."""
     if not c.model_based:
         return {"format": c.name}
@@ -103,7 +105,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def build_judge(c: JudgeConfig, model=None, tokenizer=None, *, max_new_tokens: int) -> Judge:
+def build_judge(c: JudgeSection, model=None, tokenizer=None, *, max_new_tokens: int) -> Judge:
     """The judge `c` names (on `model` when it is the evaluated model judging itself), checked
     to fit its cache with responses of `max_new_tokens`."""
     judge = policy_judge(c, None if model is None else
@@ -113,7 +115,7 @@ def build_judge(c: JudgeConfig, model=None, tokenizer=None, *, max_new_tokens: i
     return judge
 
 
-def check_inputs(args: argparse.Namespace, judge_cfg: JudgeConfig) -> None:
+def check_inputs(args: argparse.Namespace, judge_cfg: JudgeSection) -> None:
     """Every model, checkpoint, judge model and output folder the flags name, before any loads
     (a judge server is checked when the judge is built, before the models)."""
     preflight.check_workdir(args.out, "--out")
@@ -164,7 +166,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         plot_training_curves(read_metrics(run_dirs[0]), args.out / "training_curves.png")
     print((args.out / "results.md").read_text())
     written = ["results.md", "results.json", "items.jsonl", "comparison.png"]
-    print(f"outputs in {args.out}: {', '.join(written + ['training_curves.png'] * bool(run_dirs))}")
+    written += ["training_curves.png"] * bool(run_dirs)
+    print(f"outputs in {args.out}: {', '.join(written)}")
     return results
 
 

@@ -23,14 +23,7 @@ from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
-from ssp_jax.sections import (JUDGE_NAMES, JudgeSection, check_judge_section,  # noqa: F401
-                              judge_section)
-
-
-# the judge section and its validation live in the config layer; `JudgeConfig(**overrides)`
-# is the default section with overrides (kept for the callers that build one by hand)
-JudgeConfig = judge_section
-check_judge_config = check_judge_section
+from ssp_jax.sections import JudgeSection, check_judge_section
 
 
 FORMATS: dict[str, Callable[[JudgeSection], JudgeFormat]] = {
@@ -73,7 +66,7 @@ def make_judge(c: JudgeSection, *, frozen_policy: Callable[[], JudgeModel] | Non
     """The judge `c` describes. A model-based judge runs on `c.url`, else on `c.model` (loaded
     in `dtype`, on `mesh` by the training rule table), else on `frozen_policy()` (called only
     then); without any of them it is a ValueError."""
-    check_judge_config(c)
+    check_judge_section(c)
     if not c.model_based:
         return RefusalJudge(refusal_score=c.refusal_score, compliance_score=c.compliance_score,
                             empty_score=c.empty_score, strict=c.strict,
