@@ -89,7 +89,7 @@ def lazy_params_from_hf(cfg: ModelConfig, get: TensorGetter,
                         dtype: np.dtype) -> dict:
     """Our nested parameter dict of LazyTensors over HF-named tensors read through `get`
     (`get(name, index=None)`; index slices the HF tensor). `layer_shapes` is
-    `transformer.layer_param_shapes(cfg)` (our per-layer shapes)."""
+    `shapes.layer_param_shapes(cfg)` (our per-layer shapes)."""
     def convert(w: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(w.astype(dtype))
 

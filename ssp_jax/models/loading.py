@@ -19,8 +19,9 @@ from ssp_jax import sharding
 from ssp_jax.models import hf_io
 from ssp_jax.models.config import ModelConfig, from_hf_config
 from ssp_jax.models.tiny import tiny_config, word_tokenizer
+from ssp_jax.models.shapes import layer_param_shapes
 from ssp_jax.models.tokenizer import Tokenizer
-from ssp_jax.models.transformer import Transformer, layer_param_shapes
+from ssp_jax.models.transformer import Transformer
 
 log = logging.getLogger(__name__)
 

@@ -23,17 +23,15 @@ from jax.sharding import Mesh
 
 from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.hf_io import HF_LAYER_NAMES
+from ssp_jax.models.shapes import Spec, layer_param_shapes
 from ssp_jax.sharding import Rules, logical_sharding
 
 Params = dict[str, Any]
-Spec = tuple[tuple[int, ...], tuple[str, ...]]  # (stacked shape, logical axes)
 _INPUT_DIMS = {"o_proj": 2}  # o_proj reads [H, Dh]; every other target reads one axis
 
 
 def adapter_specs(cfg: ModelConfig) -> dict[str, dict[str, Spec]]:
     """Target name -> {"a": spec, "b": spec} for `cfg.lora.targets`."""
-    from ssp_jax.models.transformer import layer_param_shapes
-
     base = layer_param_shapes(cfg)
     r, n = cfg.lora.rank, cfg.num_layers
     specs = {}

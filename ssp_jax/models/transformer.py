@@ -11,7 +11,7 @@ G = H // K, Dh head dim, F MLP width, V vocab, L layers.
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,7 @@ from ssp_jax import sharding
 from ssp_jax.models.attention import PAD_SEGMENT, REAL_SEGMENT, MaskPattern, self_attention
 from ssp_jax.models import lora
 from ssp_jax.models.config import ModelConfig
+from ssp_jax.models.shapes import layer_param_shapes
 
 LOGICAL_AXES = ("vocab", "embed", "heads", "kv_heads", "head_dim", "mlp", "layers")
 _MASK_VALUE = -1e30
@@ -44,31 +45,6 @@ def init_cache(cfg: ModelConfig, batch: int, length: int) -> KVCache:
     """An all-zero cache with `length` slots per row."""
     shape = (cfg.num_layers, batch, cfg.num_kv_heads, length, cfg.head_dim)
     return KVCache(jnp.zeros(shape, cfg.jnp_dtype), jnp.zeros(shape, cfg.jnp_dtype))
-
-
-def layer_param_shapes(cfg: ModelConfig) -> dict[str, tuple[tuple[int, ...], tuple[str, ...]]]:
-    """Name -> (per-layer shape, logical axes) of every stacked decoder-layer parameter."""
-    d, f, h, k, hd = (cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads,
-                      cfg.head_dim)
-    shapes = {
-        "attn_norm": ((d,), ("embed",)),
-        "q_proj": ((d, h, hd), ("embed", "heads", "head_dim")),
-        "k_proj": ((d, k, hd), ("embed", "kv_heads", "head_dim")),
-        "v_proj": ((d, k, hd), ("embed", "kv_heads", "head_dim")),
-        "o_proj": ((h, hd, d), ("heads", "head_dim", "embed")),
-        "mlp_norm": ((d,), ("embed",)),
-        "gate_proj": ((d, f), ("embed", "mlp")),
-        "up_proj": ((d, f), ("embed", "mlp")),
-        "down_proj": ((f, d), ("mlp", "embed")),
-    }
-    if cfg.attention_bias:
-        shapes["q_bias"] = ((h, hd), ("heads", "head_dim"))
-        shapes["k_bias"] = ((k, hd), ("kv_heads", "head_dim"))
-        shapes["v_bias"] = ((k, hd), ("kv_heads", "head_dim"))
-    if cfg.qk_norm:
-        shapes["q_norm"] = ((hd,), ("head_dim",))
-        shapes["k_norm"] = ((hd,), ("head_dim",))
-    return shapes
 
 
 def _init_value(name: str, shape: tuple[int, ...], key: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -173,8 +149,8 @@ def apply_rope(x: jax.Array, positions: jax.Array, inv_freq: jax.Array) -> jax.A
     return out.astype(x.dtype)
 
 
-def _qkv(lp: Params, cfg: ModelConfig, x: jax.Array, positions: jax.Array,
-         inv_freq: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+def qkv_projections(lp: Params, cfg: ModelConfig, x: jax.Array, positions: jax.Array,
+                    inv_freq: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Projected, normed and rotated q `[B,T,H,Dh]`; k, v head-major `[B,K,T,Dh]`."""
     dt = x.dtype
     q = lora.project(lp, cfg, "q_proj", "btd,dhk->bthk", x)
@@ -191,7 +167,7 @@ def _qkv(lp: Params, cfg: ModelConfig, x: jax.Array, positions: jax.Array,
     return apply_rope(q, positions, inv_freq), k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
 
-def _mlp_and_out(lp: Params, cfg: ModelConfig, x: jax.Array, attn: jax.Array) -> jax.Array:
+def mlp_and_out(lp: Params, cfg: ModelConfig, x: jax.Array, attn: jax.Array) -> jax.Array:
     """Residual adds of the attention output projection and the SwiGLU MLP."""
     x = x + lora.project(lp, cfg, "o_proj", "bthk,hkd->btd", attn)
     h = rms_norm(x, lp["mlp_norm"], cfg.rms_norm_eps)
@@ -200,7 +176,8 @@ def _mlp_and_out(lp: Params, cfg: ModelConfig, x: jax.Array, attn: jax.Array) ->
     return x + lora.project(lp, cfg, "down_proj", "btf,fd->btd", jax.nn.silu(gate) * up)
 
 
-def _embed(params: Params, cfg: ModelConfig, tokens: jax.Array) -> jax.Array:
+def embed_tokens(params: Params, cfg: ModelConfig, tokens: jax.Array) -> jax.Array:
+    """Token ids `[B, T]` int32 -> embeddings `[B, T, D]` in the compute dtype."""
     return jnp.take(params["embed"], tokens, axis=0).astype(cfg.jnp_dtype)
 
 
@@ -246,11 +223,11 @@ def _decoder(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax
     def block(x, lp):
         x = sharding.constrain(x, ("batch", "seq", None))  # rows stay on their devices
         h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-        q, k, v = _qkv(lp, cfg, h, positions, inv_freq)
+        q, k, v = qkv_projections(lp, cfg, h, positions, inv_freq)
         out = self_attention(q, k, v, pattern, segment_ids, cfg.attention)
-        return _mlp_and_out(lp, cfg, x, out), None
+        return mlp_and_out(lp, cfg, x, out), None
 
-    x, _ = jax.lax.scan(_maybe_remat(block, cfg), _embed(params, cfg, tokens), layers)
+    x, _ = jax.lax.scan(_maybe_remat(block, cfg), embed_tokens(params, cfg, tokens), layers)
     return x
 
 
@@ -322,13 +299,13 @@ def prefill(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.
     def block(x, layer):
         lp, k_cache, v_cache = layer
         h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-        q, k, v = _qkv(lp, cfg, h, positions, inv_freq)
+        q, k, v = qkv_projections(lp, cfg, h, positions, inv_freq)
         k_cache = jax.lax.dynamic_update_slice_in_dim(k_cache, k.astype(k_cache.dtype), 0, axis=2)
         v_cache = jax.lax.dynamic_update_slice_in_dim(v_cache, v.astype(v_cache.dtype), 0, axis=2)
         out = self_attention(q, k, v, MaskPattern(), segment_ids, cfg.attention)
-        return _mlp_and_out(lp, cfg, x, out), (k_cache, v_cache)
+        return mlp_and_out(lp, cfg, x, out), (k_cache, v_cache)
 
-    x, (k, v) = jax.lax.scan(block, _embed(params, cfg, tokens),
+    x, (k, v) = jax.lax.scan(block, embed_tokens(params, cfg, tokens),
                              (lora.layer_inputs(params), cache.k, cache.v))
     return lm_logits(params, cfg, x[:, -1:])[:, 0], KVCache(k, v)
 
@@ -354,27 +331,40 @@ def decode_attention(q: jax.Array, k_cache: jax.Array, v_cache: jax.Array, mask:
     return out.reshape(b, 1, h, hd).astype(v.dtype)
 
 
-def decode_step(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.Array,
-                cache: KVCache, slot: jax.Array, kv_mask: jax.Array) -> tuple[jax.Array, KVCache]:
-    """Decodes `tokens [B, 1]` at `positions [B, 1]`: each token attends to the cached slots
-    where `kv_mask [B, S]` is True and to itself, and its key/value is written to cache slot
-    `slot` (scalar int32). Returns logits `[B, 1, V]` f32 and the updated cache.
+def layers_over_cache(params: Params, cfg: ModelConfig, tokens: jax.Array,
+                      positions: jax.Array, cache: KVCache, slot: jax.Array,
+                      attend: Callable[..., jax.Array]) -> tuple[jax.Array, KVCache]:
+    """Runs the decoder layers on `tokens [B, C]` at `positions [B, C]` against a KV cache:
+    each layer's attention is `attend(q, k_cache, v_cache, k, v)` (q `[B, C, H, Dh]`, the
+    layer's cache `[B, K, S, Dh]`, the chunk's own k, v `[B, K, C, Dh]`) -> `[B, C, H, Dh]`.
+    Returns the final hidden states `[B, C, D]` and the cache with the chunk's keys and values
+    written at slots `[slot, slot + C)` (`slot` a scalar int32).
 
-    Layers read their cache slices as read-only scan inputs and return only the new
-    `[B, K, 1, Dh]` entries, written for all layers by one in-place update after the scan;
-    carrying the cache through the scan instead makes XLA copy it on CPU."""
+    Layers read their cache slices as read-only scan inputs and return only the new entries,
+    written for all layers by one in-place update after the scan; carrying the cache through
+    the scan instead makes XLA copy it on CPU."""
     inv_freq = rope_frequencies(cfg)
 
     def block(x, layer):
         lp, k_cache, v_cache = layer
         h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-        q, k, v = _qkv(lp, cfg, h, positions, inv_freq)
-        out = decode_attention(q, k_cache, v_cache, kv_mask, k, v)
-        return _mlp_and_out(lp, cfg, x, out), (k.astype(k_cache.dtype), v.astype(v_cache.dtype))
+        q, k, v = qkv_projections(lp, cfg, h, positions, inv_freq)
+        out = attend(q, k_cache, v_cache, k, v)
+        return mlp_and_out(lp, cfg, x, out), (k.astype(k_cache.dtype), v.astype(v_cache.dtype))
 
-    x, (k, v) = jax.lax.scan(block, _embed(params, cfg, tokens),
+    x, (k, v) = jax.lax.scan(block, embed_tokens(params, cfg, tokens),
                              (lora.layer_inputs(params), cache.k, cache.v))
-    start = (0, 0, 0, slot, 0)
-    cache = KVCache(jax.lax.dynamic_update_slice(cache.k, k, start),
-                    jax.lax.dynamic_update_slice(cache.v, v, start))
+    at = (0, 0, 0, slot, 0)
+    return x, KVCache(jax.lax.dynamic_update_slice(cache.k, k, at),
+                      jax.lax.dynamic_update_slice(cache.v, v, at))
+
+
+def decode_step(params: Params, cfg: ModelConfig, tokens: jax.Array, positions: jax.Array,
+                cache: KVCache, slot: jax.Array, kv_mask: jax.Array) -> tuple[jax.Array, KVCache]:
+    """Decodes `tokens [B, 1]` at `positions [B, 1]`: each token attends to the cached slots
+    where `kv_mask [B, S]` is True and to itself, and its key/value is written to cache slot
+    `slot` (scalar int32). Returns logits `[B, 1, V]` f32 and the updated cache."""
+    x, cache = layers_over_cache(
+        params, cfg, tokens, positions, cache, slot,
+        lambda q, k_cache, v_cache, k, v: decode_attention(q, k_cache, v_cache, kv_mask, k, v))
     return lm_logits(params, cfg, x), cache

@@ -17,10 +17,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ssp_jax.models import lora
 from ssp_jax.models.config import ModelConfig
-from ssp_jax.models.transformer import (KVCache, Params, _embed, _mlp_and_out, _qkv,
-                                        decode_step, lm_logits, rms_norm, rope_frequencies)
+from ssp_jax.models.transformer import (KVCache, Params, decode_step, layers_over_cache,
+                                        lm_logits)
 from ssp_jax.rollout.sampler import sample_token
 
 MASK_VALUE = -1e30  # a finite -inf: a fully masked (padding) query row stays NaN-free
@@ -88,20 +87,9 @@ def prefill_chunk(params: Params, cache: KVCache, tokens: jax.Array, positions: 
     real = jax.lax.dynamic_slice_in_dim(kv_mask, start, c, axis=1)  # [B, C]
     causal = jnp.arange(c)[:, None] >= jnp.arange(c)[None, :]
     own = real[:, None, :] & causal[None]  # [B, C, C]
-    inv_freq = rope_frequencies(cfg)
-
-    def block(x, layer):
-        lp, k_cache, v_cache = layer
-        h = rms_norm(x, lp["attn_norm"], cfg.rms_norm_eps)
-        q, k, v = _qkv(lp, cfg, h, positions, inv_freq)
-        out = chunk_attention(q, k_cache, v_cache, seen, k, v, own)
-        return _mlp_and_out(lp, cfg, x, out), (k.astype(k_cache.dtype), v.astype(v_cache.dtype))
-
-    x, (k, v) = jax.lax.scan(block, _embed(params, cfg, tokens),
-                             (lora.layer_inputs(params), cache.k, cache.v))
-    at = (0, 0, 0, start, 0)
-    cache = KVCache(jax.lax.dynamic_update_slice(cache.k, k, at),
-                    jax.lax.dynamic_update_slice(cache.v, v, at))
+    x, cache = layers_over_cache(
+        params, cfg, tokens, positions, cache, start,
+        lambda q, k_cache, v_cache, k, v: chunk_attention(q, k_cache, v_cache, seen, k, v, own))
     return lm_logits(params, cfg, x[:, -1:])[:, 0], cache
 
 
