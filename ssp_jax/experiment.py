@@ -1,4 +1,6 @@
-"""Train-then-evaluate experiment (ssp_jax/evaluate/experiment.py does the work).
+"""Train-then-evaluate experiment: the base model and every K-step checkpoint of one training
+run, evaluated under one fixed judge on held-out harmful sets (direct and self-attack) and
+XSTest-style safe prompts, with attack success also counted by the strict decline check.
 
   python -m ssp_jax.experiment --config configs/smollm2_135m.py:recipe --out runs/exp \\
       --every 15 --benchmark harmbench_test=data/harmbench/harmbench_behaviors_text_test.csv \\
@@ -10,21 +12,130 @@ XSTest-style safe prompts. --set SECTION.FIELD=VALUE changes the config (a Pytho
 string). The config file, --out, the data files, the model and the judge are checked before any
 model loads; checkpoints are evaluated under their step numbers (`run/checkpoints/N` is
 "step N").
+
+Outputs under --out: `run/` (the training workdir), `results.json`, `items.jsonl`,
+`results.md` (a row per checkpoint), `frontier.png` (attack success vs safe-prompt refusal)
+and `training_curves.png`.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import logging
 import pathlib
+from typing import Any, Callable
 
 from ml_collections.config_flags import config_flags as config_file
 
 from ssp_jax import cli, preflight
-from ssp_jax.config import unknown_override, validate
+from ssp_jax.checkpoint import load_checkpoint
+from ssp_jax.config import TrainConfig, unknown_override, validate
+from ssp_jax.data.builtin import builtin_items
+from ssp_jax.data.loaders import PromptItem
+from ssp_jax.data.mixture import from_config
 from ssp_jax.evaluate.benchmarks import parse_benchmark
-from ssp_jax.evaluate.experiment import ABLATIONS, run_experiment, with_overrides
-from ssp_jax.evaluate.report import markdown_table
+from ssp_jax.evaluate.report import (markdown_table, plot_frontier, plot_training_curves,
+                                     write_results)
+from ssp_jax.evaluate.runner import evaluate_with_progress
+from ssp_jax.judge.base import Judge
+from ssp_jax.judge.registry import JudgeModel, policy_judge
+from ssp_jax.metrics import read_metrics
+from ssp_jax.models import load
+from ssp_jax.sections import plain_data
+from ssp_jax.train import train
+
+log = logging.getLogger(__name__)
+
+# ablation name -> config changes (dotted path -> value); same steps and batch shapes
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "replay_off": {"replay.replay_per_step": 0},
+    "static": {"selfplay.static_attacks": True},  # defender on the fixed goals, no attacker
+}
+Benchmarks = dict[str, tuple[str, list[PromptItem]]]  # name -> (kind, items)
+
+
+def with_overrides(config: Any, overrides: dict[str, Any]) -> dict:
+    """Plain-data copy of `config` with `section.field` values replaced."""
+    raw = plain_data(config)
+    for path, value in overrides.items():
+        section, field = path.split(".")
+        raw.setdefault(section, {})[field] = value
+    return raw
+
+
+def default_benchmarks(cfg: TrainConfig, limit: int | None) -> Benchmarks:
+    """The config's held-out goals (`data.holdout_fraction`) and the built-in XSTest-style
+    safe prompts; ValueError when the config holds out no goals."""
+    holdout = from_config(cfg.data).holdout
+    if not holdout:
+        raise ValueError("no held-out goals to evaluate on: set data.holdout_fraction > 0 or "
+                         "give --benchmark NAME=PATH")
+    return {"heldout": ("goals", holdout[:limit] if limit else holdout),
+            "safe_lookalikes": ("xstest", builtin_items(subset="benign"))}
+
+
+def evaluate_one(label: str, model, tokenizer, judge: Judge, benchmarks: Benchmarks,
+                 cfg: TrainConfig, *, max_new_tokens: int, batch_size: int
+                 ) -> tuple[dict[str, float], list[dict]]:
+    """Metrics (training judge, strict check, XSTest refusal) and item rows of one model."""
+    return evaluate_with_progress(
+        label, model.config, model.params(), tokenizer, judge, benchmarks,
+        max_new_tokens=max_new_tokens, attack_max_tokens=cfg.selfplay.attacker_max_tokens,
+        asr_threshold=cfg.selfplay.asr_threshold, batch_size=batch_size,
+        max_cache_len=model.config.max_position_embeddings)
+
+
+def checkpoint_dirs(run: pathlib.Path) -> list[pathlib.Path]:
+    """The run's checkpoint step folders, oldest first."""
+    root = run / "checkpoints"
+    return sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()),
+                  key=lambda p: int(p.name)) if root.is_dir() else []
+
+
+def run_experiment(config: Any, out: pathlib.Path, *, every: int,
+                   benchmarks: Benchmarks | None = None, ablation: str = "",
+                   limit: int | None = None, max_new_tokens: int = 64, batch_size: int = 16,
+                   train_fn: Callable[[Any, pathlib.Path], dict] = train) -> dict:
+    """Evaluates the base model, trains (checkpoints every `every` steps), evaluates each
+    checkpoint; writes the report. Returns {label: metrics}."""
+    if ablation and ablation not in ABLATIONS:
+        raise ValueError(f"unknown ablation {ablation!r}; valid: {', '.join(ABLATIONS)}")
+    if every < 1:
+        raise ValueError(f"--every={every} must be ≥ 1 (checkpoint and evaluation period)")
+    raw = with_overrides(config, {**ABLATIONS.get(ablation, {}), "ckpt.every_steps": every,
+                                  "ckpt.keep": 10**6, "eval.every_steps": 0})
+    cfg = validate(raw)
+    benchmarks = benchmarks or default_benchmarks(cfg, limit)
+    base, tokenizer = load(cfg.model.spec, dtype=cfg.model.dtype, seed=cfg.model.seed)
+    # one fixed judge for every model: the training judge (a policy-as-judge is the base model)
+    judge = policy_judge(cfg.judge, JudgeModel(base.config, base.params(), tokenizer),
+                         dtype=cfg.model.dtype)
+    kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    results, items = {}, {}
+    results["base"], items["base"] = evaluate_one("base", base, tokenizer, judge, benchmarks, cfg,
+                                                  **kw)
+    log.info("base model: %s", results["base"])
+    run = out / "run"
+    train_fn(raw, run)
+    for ckpt in checkpoint_dirs(run):
+        model, tok, step = load_checkpoint(ckpt)
+        label = f"step {step}"
+        results[label], items[label] = evaluate_one(label, model, tok, judge, benchmarks, cfg,
+                                                    **kw)
+        log.info("%s: %s", label, results[label])
+    settings = {"every": every, "ablation": ablation or "none", "limit": limit,
+                "max_new_tokens": max_new_tokens, "decoding": "greedy",
+                "benchmarks": {k: f"{v[0]} ({len(v[1])} items)" for k, v in benchmarks.items()},
+                "config": plain_data(raw)}
+    write_results(out, results, items, settings,
+                  {"format": cfg.judge.name, "model": cfg.judge.model or cfg.judge.url or
+                   ("base model" if cfg.judge.model_based else "-"),
+                   "second": "strict decline check (asr_strict)"})
+    judge.close()
+    plot_frontier(results, out / "frontier.png")
+    plot_training_curves(read_metrics(run / "metrics.jsonl"), out / "training_curves.png")
+    return results
 
 
 def parse_set(config, spec: str) -> tuple[str, object]:

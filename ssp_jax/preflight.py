@@ -224,7 +224,7 @@ def check_training(cfg: Any, workdir: PathLike | None) -> None:
     """Everything a training run of the validated config `cfg` reads: the workdir (and the
     checkpoint it would resume from), the goal and benign data files, the model, the judge and
     `ckpt.restore_from`."""
-    from ssp_jax.data.mixture import plain_data
+    from ssp_jax.sections import plain_data
 
     if workdir is not None:
         check_workdir(workdir)

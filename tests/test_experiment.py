@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ssp_jax.evaluate.experiment import with_overrides
+from ssp_jax.experiment import with_overrides
 from ssp_jax.evaluate.runner import strict_attack_success, with_strict_success
 from ssp_jax.evaluate.report import frontier_points
 
