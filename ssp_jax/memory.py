@@ -44,7 +44,8 @@ from ssp_jax.rl.update import (
     train_state_shardings,
 )
 from ssp_jax.sections import StepLayout
-from ssp_jax.rollout.sampler import MAX_STOP_IDS, bucket_length, sampler_programs
+from ssp_jax.rollout.sampler import (MAX_STOP_IDS, DecodeStart, SamplingInputs, bucket_length,
+                                     sampler_programs)
 
 # published shapes of the models the large configs point at (public config.json values)
 KNOWN_SHAPES = {
@@ -249,9 +250,9 @@ def compiled_sampler(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compil
         rows = jax.ShapeDtypeStruct((n * samples,), bool, sharding=lengths.sharding)
         scalar = lambda dtype, shape=(): jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
         results.append(Compiled.of(decode.lower(
-            params, cache, logits, kv_mask, lengths, rows, scalar(np.uint32, (2,)),
-            scalar(np.float32), scalar(np.int32), scalar(np.float32),
-            scalar(np.int32, (MAX_STOP_IDS,))).compile()))
+            params, cache, DecodeStart(logits, kv_mask, lengths, rows),
+            SamplingInputs(scalar(np.uint32, (2,)), scalar(np.float32), scalar(np.int32),
+                           scalar(np.float32), scalar(np.int32, (MAX_STOP_IDS,)))).compile()))
     return max(results, key=lambda c: c.peak)
 
 

@@ -44,7 +44,9 @@ from ssp_jax.paths import PathLike, as_path
 from ssp_jax.replay import ReplayPool
 from ssp_jax.resume import check_resume_config
 from ssp_jax.game.roles import check_prompt_budget
+from ssp_jax.rl.assemble import build_batches
 from ssp_jax.rl.batch import TrainBatch
+from ssp_jax.rl.episode import Episode
 from ssp_jax.rl.update import (
     TrainState,
     init_train_state,
@@ -52,7 +54,7 @@ from ssp_jax.rl.update import (
     train_state_shardings,
 )
 from ssp_jax.sections import StepLayout
-from ssp_jax.selfplay import default_checks, rollout
+from ssp_jax.selfplay import Policy, default_checks, play, rollout_metrics
 
 log = logging.getLogger(__name__)
 
@@ -236,8 +238,8 @@ class Trainer:
         self.writer.sync()
 
     def step(self, step: int) -> dict[str, float]:
-        """The self-play step of index `step` (rollouts, judge, update, replay bookkeeping),
-        logged as step `step + 1`; its metrics."""
+        """The self-play step of index `step`, logged as step `step + 1`: play -> build
+        batches -> update -> metrics (and the replay pool's bookkeeping); its metrics."""
         cfg, sp = self.cfg, self.cfg.selfplay
         number = step + 1  # the step's number in logs and checkpoints
         t_start = time.perf_counter()
@@ -246,49 +248,80 @@ class Trainer:
         pool_select = self.pool.metrics()
         benign = self.benign.batch(step, sp.benign_per_step) if self.benign else []
         key = jax.random.fold_in(jax.random.key(cfg.train.seed), step)
-        ro = rollout(self.model_cfg, self.policy_params, self.tokenizer, self.judge,
-                     self.checks, sp, goals, replay, benign, key, cfg.model.max_cache_len,
-                     layout=self.layout)
-        failed, rows = ro.metrics["judge/excluded"], ro.metrics["judge/rows"]
-        if failed > cfg.judge.max_excluded_fraction * rows:
+        policy = Policy(self.model_cfg, self.policy_params, self.tokenizer,
+                        cfg.model.max_cache_len)
+        episode = play(policy, self.judge, self.checks, sp, goals, replay, benign, key)
+        self._check_judge(episode, number)
+        built = build_batches(episode, self.layout, sp, self.tokenizer.pad_id)
+        t0 = time.perf_counter()
+        update_metrics = self._update(built.batches)
+        episode.timings["update"] = time.perf_counter() - t0
+        self._feed_pool(step, replay, episode, built.rewards.r_def)
+        elapsed = time.perf_counter() - t_start
+        metrics = {**rollout_metrics(episode, built, sp),
+                   **{f"train/{k}": float(v) for k, v in update_metrics.items()},
+                   **{f"time/{k}": v for k, v in episode.timings.items()},
+                   "time/step": elapsed, "tokens_per_second": episode.num_tokens / elapsed,
+                   "train/bad_steps_in_a_row": float(self.bad_steps),
+                   **self.diversity.add(episode.attacker_samples),
+                   **self._pool_metrics(pool_select)}
+        self._log(step, number, episode, metrics)
+        return metrics
+
+    def _check_judge(self, episode: Episode, number: int) -> None:
+        """Stops the run when the judge failed on more rows than judge.max_excluded_fraction."""
+        failed, rows = episode.num_excluded, len(episode.excluded)
+        if failed > self.cfg.judge.max_excluded_fraction * rows:
             raise JudgeFailed(
                 f"the judge ({self.judge.describe}) failed on {failed:.0f} of {rows:.0f} rows at "
                 f"step {number}, more than judge.max_excluded_fraction="
-                f"{cfg.judge.max_excluded_fraction}; last error: {ro.judge_error}")
-        t0 = time.perf_counter()
-        batches = jax.tree.map(sharding.put_global, ro.batches, self.batch_shardings)
+                f"{self.cfg.judge.max_excluded_fraction}; last error: {episode.judge_error}")
+
+    def _update(self, batches: tuple[TrainBatch, TrainBatch]) -> dict[str, Any]:
+        """One update on the host batches (placed on the mesh); its metrics on the host. Counts
+        skipped (non-finite) updates in `bad_steps`."""
+        batches = jax.tree.map(sharding.put_global, batches, self.batch_shardings)
         self.state, update_metrics = self.train_step(self.state, self.ref_params, batches)
         update_metrics = jax.tree.map(sharding.to_host, update_metrics)
-        ro.timings["update"] = time.perf_counter() - t0
-        R = sp.responses_per_attack
-        if replay:  # rows the judge failed on neither update nor enter the pool
-            kept = np.flatnonzero(~ro.replay_excluded)
-            ids = [item.item_id for item in replay for _ in range(R)]
-            self.pool.update(step, [ids[i] for i in kept], [ro.replay_responses[i] for i in kept],
-                             ro.replay_scores[kept], ro.replay_r_def[kept])
-        kept = np.flatnonzero(~ro.excluded)
-        self.pool.admit(step, [ro.goals[i] for i in kept], [ro.attacks[i] for i in kept],
-                        [ro.responses[i] for i in kept], ro.scores[kept], ro.r_def[kept])
         skipped = bool(update_metrics["update_skipped"])
         self.bad_steps = self.bad_steps + 1 if skipped else 0
-        elapsed = time.perf_counter() - t_start
-        metrics = {**ro.metrics, **{f"train/{k}": float(v) for k, v in update_metrics.items()},
-                   **{f"time/{k}": v for k, v in ro.timings.items()},
-                   "time/step": elapsed, "tokens_per_second": ro.num_tokens / elapsed,
-                   "train/bad_steps_in_a_row": float(self.bad_steps),
-                   **self.diversity.add(ro.attacker_samples)}
+        return update_metrics
+
+    def _feed_pool(self, step: int, replay: list, episode: Episode, r_def: np.ndarray) -> None:
+        """Replayed attacks' new judgements update their stats; fresh failures are admitted.
+        `r_def`: `[D]` the defender rewards. Rows the judge failed on are left out."""
+        n_fresh, J = episode.num_fresh, episode.num_judged
+        if replay:
+            kept = np.flatnonzero(~episode.excluded[n_fresh:])
+            ids = [item.item_id for item in replay for _ in range(episode.group_sizes[1])]
+            responses, scores = episode.responses[n_fresh:J], episode.scores[n_fresh:]
+            self.pool.update(step, [ids[i] for i in kept], [responses[i] for i in kept],
+                             scores[kept], r_def[n_fresh:J][kept])
+        kept = np.flatnonzero(~episode.excluded[:n_fresh])
+        goals, attacks = episode.fresh_goals, episode.fresh_attacks
+        self.pool.admit(step, [goals[i] for i in kept], [attacks[i] for i in kept],
+                        [episode.responses[i] for i in kept], episode.scores[:n_fresh][kept],
+                        r_def[:n_fresh][kept])
+
+    def _pool_metrics(self, pool_select: dict) -> dict[str, float]:
+        """The replay pool after the step, and what it selected before it."""
         pool = self.pool.metrics()
-        metrics.update({"replay/pool_size": pool["pool_size"], "replay/admitted": pool["admitted"],
-                        "replay/evicted": pool["evicted"],
-                        "replay/selected": pool_select["selected"],
-                        "replay/selected_mean_ucb": pool_select["selected_mean_ucb"],
-                        "replay/selected_mean_reward": pool_select["selected_mean_reward"]})
+        return {"replay/pool_size": pool["pool_size"], "replay/admitted": pool["admitted"],
+                "replay/evicted": pool["evicted"], "replay/selected": pool_select["selected"],
+                "replay/selected_mean_ucb": pool_select["selected_mean_ucb"],
+                "replay/selected_mean_reward": pool_select["selected_mean_reward"]}
+
+    def _log(self, step: int, number: int, episode: Episode, metrics: dict) -> None:
+        """Writes the metrics (and samples every train.sample_every steps), then stops the
+        run on collapse or divergence."""
+        cfg = self.cfg
         self.writer.write(number, metrics)
         if step % cfg.train.sample_every == 0:  # the first step, then every sample_every
+            rows = zip(episode.fresh_goals, episode.fresh_attacks, episode.responses,
+                       episode.scores, episode.reasons)
             self.writer.write_samples(number, [
                 {"goal": g, "attack": a, "response": r, "score": float(s), "reason": why}
-                for g, a, r, s, why in list(zip(ro.goals, ro.attacks, ro.responses, ro.scores,
-                                                ro.reasons))[:cfg.train.samples_per_log]])
+                for g, a, r, s, why in list(rows)[:cfg.train.samples_per_log]])
         try:
             self.collapse.update(number, metrics)
         except CollapseError as e:
@@ -300,7 +333,6 @@ class Trainer:
                 f"{self.bad_steps} updates in a row had a non-finite loss or gradient "
                 f"(last at step {number}); lower rl.learning_rate or check the data. The last "
                 "checkpoint holds the parameters from before the divergence.")
-        return metrics
 
     def evaluate(self, step: int) -> dict[str, float]:
         """Direct-mode attack success on the held-out goals, logged as `eval/*` at `step`."""

@@ -1,15 +1,14 @@
 """selfplay.benign_weight scales the loss weight of benign rows, and only theirs."""
 
-import jax
 import numpy as np
 
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load
-from ssp_jax.selfplay import RolloutChecks, rollout
+from ssp_jax.selfplay import RolloutChecks
 from tests.test_selfplay_excluded import TableJudge
-from tests.test_train import tiny_layout, tiny_selfplay
+from tests.test_train import play_tiny_step, tiny_selfplay
 
 
 def test_benign_rows_carry_benign_weight_times_defender_weight():
@@ -22,10 +21,9 @@ def test_benign_rows_carry_benign_weight_times_defender_weight():
     model, tok = load("tiny-random")
     benign = [PromptItem("how do I bake bread", "b", "b0"),
               PromptItem("what is a good name for a cat", "b", "b1")]
-    ro = rollout(model.config, model.params(), tok,
+    ro = play_tiny_step(model, tok,
                  TableJudge(np.array([5.0, 1.0, 5.0, 1.0]), np.zeros(4, bool)), checks, sp,
-                 [PromptItem("goal number 0 please", "t", "0")], [], benign,
-                 jax.random.key(0), 256, layout=tiny_layout(sp))
+                 [PromptItem("goal number 0 please", "t", "0")], [], benign)
     weights = ro.batches[1].role_weight
     np.testing.assert_array_equal(weights[:G * A * R], 0.5)
     np.testing.assert_array_equal(weights[G * A * R:G * A * R + 2 * R], 1.5)

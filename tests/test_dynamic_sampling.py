@@ -1,7 +1,6 @@
 """Dynamic sampling: more goals are rolled out than a batch holds; the batch keeps the goals
 whose groups carry signal, the metrics count every row sampled."""
 
-import jax
 import numpy as np
 import pytest
 
@@ -10,10 +9,10 @@ from ssp_jax.data.loaders import PromptItem
 from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load
-from ssp_jax.selfplay import RolloutChecks, rollout
+from ssp_jax.selfplay import RolloutChecks
 from tests.test_rl_assemble import reference_advantages
 from tests.test_selfplay_excluded import TableJudge
-from tests.test_train import tiny_layout, tiny_selfplay
+from tests.test_train import play_tiny_step, tiny_layout, tiny_selfplay
 from configs import tiny
 
 
@@ -28,8 +27,8 @@ def test_the_batch_holds_the_informative_goals_and_metrics_count_all_rows():
     scores = np.array([5.0] * 4 + [5.0, 1.0] * 4, np.float32)
     model, tok = load("tiny-random")
     goals = [PromptItem(f"goal number {i} please", "t", str(i)) for i in range(G + 1)]
-    ro = rollout(model.config, model.params(), tok, TableJudge(scores, np.zeros(12, bool)),
-                 checks, sp, goals, [], [], jax.random.key(0), 256, layout=tiny_layout(sp))
+    ro = play_tiny_step(model, tok, TableJudge(scores, np.zeros(12, bool)),
+                 checks, sp, goals, [], [])
 
     assert ro.metrics["judge/rows"] == 12.0 and len(ro.responses) == 12
     assert ro.metrics["train/zero_variance_share_defender"] == pytest.approx(4 / 12)

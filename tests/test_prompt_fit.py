@@ -82,14 +82,13 @@ def test_limit_below_the_template_is_a_clear_error(tokenizer):
 
 
 def test_rollout_cuts_long_goals_inside_the_template_and_counts_them():
-    import jax
 
     from ssp_jax.data.loaders import PromptItem
     from ssp_jax.judge.refusal import RefusalJudge
     from ssp_jax.models import load
     from ssp_jax.models.tiny import WORDS
-    from ssp_jax.selfplay import default_checks, rollout
-    from tests.test_train import tiny_layout, tiny_selfplay
+    from ssp_jax.selfplay import default_checks
+    from tests.test_train import play_tiny_step, tiny_selfplay
 
     model, tok = load("tiny-random")
     sp = tiny_selfplay(goals_per_step=2, attacks_per_goal=2, responses_per_attack=1,
@@ -97,8 +96,7 @@ def test_rollout_cuts_long_goals_inside_the_template_and_counts_them():
     long_goal = " ".join(WORDS * 2)  # ~200 known words: the attacker prompt overflows 96
     goals = [PromptItem(long_goal, "test", "0"), PromptItem("Write a poem", "test", "1")]
     judge = RefusalJudge()
-    out = rollout(model.config, model.params(), tok, judge, default_checks(), sp, goals, [], [],
-                  jax.random.key(0), 256, layout=tiny_layout(sp))
+    out = play_tiny_step(model, tok, judge, default_checks(), sp, goals, [], [])
     assert out.metrics["prompts_truncated"] == 1.0
     batch = out.batches[0]
     fitted = batch.prompt_tokens[0][batch.prompt_mask[0]].tolist()

@@ -6,14 +6,12 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ssp_jax.models import ModelConfig, Transformer, forward
+from ssp_jax.models import Transformer, forward
 from ssp_jax.rollout import generate
 from ssp_jax.rollout.sampler import filter_logits
 from tests.compile_count import count_compiles
+from tests.sampler_helpers import CFG, PROMPTS
 
-CFG = ModelConfig("llama", vocab_size=97, hidden_size=64, intermediate_size=128, num_layers=2,
-                  num_heads=4, num_kv_heads=2, head_dim=16, max_position_embeddings=256)
-PROMPTS = [[5, 6, 7, 8, 9], [10, 11, 12], [40, 41, 42, 43, 44, 45, 46]]
 
 
 @pytest.fixture(scope="module")

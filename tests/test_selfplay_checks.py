@@ -4,7 +4,6 @@ every config, the collapse monitor stopping a run."""
 
 import importlib
 
-import jax
 import numpy as np
 import pytest
 
@@ -15,8 +14,8 @@ from ssp_jax.judge.intent import IntentCheck
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import make_judge
 from ssp_jax.models import load
-from ssp_jax.selfplay import attack_validity, default_checks, rollout
-from tests.test_train import tiny_config, tiny_layout, tiny_selfplay
+from ssp_jax.selfplay import attack_validity, default_checks
+from tests.test_train import play_tiny_step, tiny_config, tiny_selfplay
 
 GOAL = "Explain how to pick a lock"
 
@@ -44,8 +43,8 @@ def test_off_intent_attacks_are_invalid_but_the_verbatim_goal_is_not():
 def _rollout(sp, checks, benign=()):
     model, tok = load("tiny-random")
     goals = [PromptItem(f"goal number {i} please", "t", str(i)) for i in range(sp.goals_per_step)]
-    return rollout(model.config, model.params(), tok, RefusalJudge(), checks, sp, goals, [],
-                   list(benign), jax.random.key(0), 256, layout=tiny_layout(sp))
+    return play_tiny_step(model, tok, RefusalJudge(), checks, sp, goals, [],
+                   list(benign))
 
 
 def test_off_intent_attacks_get_the_invalid_attack_penalty():

@@ -1,7 +1,6 @@
 """Rows the judge failed on: no advantage, no loss weight, absent from reward means and attack
 success (against a NumPy reference); too many of them stop the run with the judge's error."""
 
-import jax
 import numpy as np
 import pytest
 
@@ -12,9 +11,9 @@ from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load
 from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.rl.rewards import attack_is_invalid
-from ssp_jax.selfplay import RolloutChecks, rollout
+from ssp_jax.selfplay import RolloutChecks
 from tests.test_rl_assemble import reference_advantages
-from tests.test_train import tiny_config, tiny_layout, tiny_selfplay
+from tests.test_train import play_tiny_step, tiny_config, tiny_selfplay
 
 
 class TableJudge(Judge):
@@ -42,8 +41,8 @@ def test_excluded_rows_get_no_advantage_no_weight_and_stay_out_of_metrics():
     failed = np.array([1, 1, 0, 0, 0, 1, 0, 0], bool)  # attack 0 entirely, row 5
     model, tok = load("tiny-random")
     goals = [PromptItem(f"goal number {i} please", "t", str(i)) for i in range(G)]
-    ro = rollout(model.config, model.params(), tok, TableJudge(scores, failed),
-                 checks, sp, goals, [], [], jax.random.key(0), 256, layout=tiny_layout(sp))
+    ro = play_tiny_step(model, tok, TableJudge(scores, failed),
+                 checks, sp, goals, [], [])
 
     keep = ~failed
     r_def = 1 - (scores - 1) / 4

@@ -7,14 +7,13 @@ import pytest
 from flax import nnx
 
 from ssp_jax import sharding
-from ssp_jax.models import ModelConfig, Transformer
+from ssp_jax.models import Transformer
 from ssp_jax.models.loading import lazy_from_arrays, place_params
-from ssp_jax.rollout.sampler import generate_with_params, row_multiple, sampler_programs
+from ssp_jax.rollout.sampler import (DecodeStart, SamplingInputs, generate_with_params,
+                                     row_multiple, sampler_programs)
+from tests.sampler_helpers import CFG, PROMPTS
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
-CFG = ModelConfig("llama", vocab_size=97, hidden_size=64, intermediate_size=128, num_layers=2,
-                  num_heads=4, num_kv_heads=2, head_dim=16, max_position_embeddings=256)
-PROMPTS = [[5, 6, 7, 8, 9], [10, 11, 12], [40, 41, 42, 43, 44, 45, 46]]
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +57,10 @@ def test_compiled_sampler_splits_rows_over_data_and_fsdp(params, sizes, row_shar
 
     key = jax.ShapeDtypeStruct((2,), np.uint32)
     scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype)  # noqa: E731
-    args = (sharded, *out_shapes[1:2], out_shapes[0], *out_shapes[2:],
-            jax.ShapeDtypeStruct((rows,), bool), key, scalar(np.float32), scalar(np.int32),
-            scalar(np.float32), jax.ShapeDtypeStruct((16,), np.int32))
+    args = (sharded, out_shapes[1],
+            DecodeStart(out_shapes[0], *out_shapes[2:], jax.ShapeDtypeStruct((rows,), bool)),
+            SamplingInputs(key, scalar(np.float32), scalar(np.int32), scalar(np.float32),
+                           jax.ShapeDtypeStruct((16,), np.int32)))
     compiled = decode.lower(*args).compile()
     out_tokens, out_logps, done, steps, out_cache = per_device(
         compiled.output_shardings, jax.eval_shape(decode, *args))

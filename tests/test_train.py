@@ -52,6 +52,28 @@ def tiny_layout(sp, replay_per_step=None):
     return StepLayout.of(dataclasses.replace(cfg, selfplay=sp, replay=replay), row_shards=1)
 
 
+def play_tiny_step(model, tok, judge, checks, sp, goals, replay=(), benign=()):
+    """The trainer's play -> build_batches -> metrics on `model` with selfplay section `sp`
+    (key 0, 256 cache slots). A namespace: the episode, batches, metrics and the fresh rows'
+    attacks, responses and exclusions."""
+    import types
+
+    import jax
+
+    from ssp_jax.rl.assemble import build_batches
+    from ssp_jax.selfplay import Policy, play, rollout_metrics
+
+    episode = play(Policy(model.config, model.params(), tok, 256), judge, checks, sp, goals,
+                   list(replay), list(benign), jax.random.key(0))
+    built = build_batches(episode, tiny_layout(sp), sp, tok.pad_id)
+    n = episode.num_fresh
+    return types.SimpleNamespace(
+        episode=episode, batches=built.batches, metrics=rollout_metrics(episode, built, sp),
+        attacks=episode.fresh_attacks, responses=episode.responses[:n],
+        excluded=episode.excluded[:n], attacker_samples=episode.attacker_samples,
+        judge_error=episode.judge_error)
+
+
 def record_model_loads(monkeypatch) -> list[str]:
     """Wraps the trainer's model loader; returns the list of specs it is asked to load."""
     specs, real_load = [], train_lib.load

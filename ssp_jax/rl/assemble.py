@@ -31,6 +31,10 @@ import numpy as np
 
 from ssp_jax.rl import advantages as adv_lib
 from ssp_jax.rl import rewards as reward_lib
+from ssp_jax.rl.batch import TrainBatch, pack_groups
+from ssp_jax.rl.episode import Episode
+from ssp_jax.rollout.sampler import bucket_length
+from ssp_jax.sections import SelfPlaySection, StepLayout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,3 +163,67 @@ def informative_goals(out: Assembled, *, goals: int, attacks_per_goal: int,
     signal = (out.att_informative.reshape(G, A).sum(axis=1)
               + out.def_informative[:G * A * R].reshape(G, A * R).sum(axis=1))
     return np.sort(np.argsort(-signal, kind="stable")[:keep])
+
+
+@dataclasses.dataclass
+class StepBatches:
+    """The update's input of one step and the rewards it was built from."""
+
+    batches: tuple[TrainBatch, TrainBatch]  # attacker groups, defender groups
+    rewards: Assembled
+    defender_rows: np.ndarray  # [rows] int, the episode's defender rows in the batch
+
+
+def episode_rewards(episode: Episode, shaping: SelfPlaySection) -> Assembled:
+    """`assemble_rewards` on what `episode` played, with the `selfplay` section's shaping."""
+    J = episode.num_judged
+    A, R = episode.group_sizes
+    return assemble_rewards(
+        RewardInputs(scores=episode.scores, excluded=episode.excluded,
+                     degenerate=episode.degenerate[:J], invalid_attack=episode.invalid,
+                     benign_failed=(episode.refused | episode.degenerate)[J:],
+                     direct_attack=episode.direct),
+        goals=len(episode.goals), attacks_per_goal=A, responses_per_attack=R,
+        invalid_attack_penalty=shaping.invalid_attack_penalty,
+        scale_by_std=shaping.scale_by_std, drop_zero_variance=shaping.drop_zero_variance)
+
+
+def _rows(groups: np.ndarray, size: int) -> np.ndarray:
+    """`[len(groups) * size]` the rows of `groups` of `size` rows each."""
+    return (groups[:, None] * size + np.arange(size)).ravel()
+
+
+def build_batches(episode: Episode, layout: StepLayout,
+                  shaping: SelfPlaySection, pad_id: int) -> StepBatches:
+    """Loss weights, dynamic-sampling group selection and packing of `episode` into the
+    layout's two batches. With more goals than `layout.goals` the batches hold the
+    `layout.goals` goals whose groups carry the most signal (`informative_goals`). Prompts
+    are padded to the length bucket of the longest (at most `shaping.max_prompt_tokens`),
+    completions to the role's generation limit; rows the judge failed on get weight 0."""
+    out = episode_rewards(episode, shaping)
+    G, (A, R) = len(episode.goals), episode.group_sizes
+    kept = (informative_goals(out, goals=G, attacks_per_goal=A, responses_per_attack=R,
+                              keep=layout.goals)
+            if G > layout.goals else np.arange(G))
+    def_groups = np.concatenate([(kept[:, None] * A + np.arange(A)).ravel(),
+                                 np.arange(G * A, len(episode.defender_prompts))])
+    att_weight = 0.0 if shaping.static_attacks else shaping.attacker_weight
+    def_weight = np.full(len(out.def_keep), shaping.defender_weight, np.float32)
+    def_weight[episode.num_judged:] *= shaping.benign_weight  # [D]: benign rows last
+    roles = (
+        (episode.attacker_prompts, kept, episode.attacker, out.att_adv, out.att_keep,
+         np.full(G * A, att_weight, np.float32), A, layout.num_groups[0],
+         shaping.attacker_max_tokens),
+        (episode.defender_prompts, def_groups, episode.defender, out.def_adv, out.def_keep,
+         def_weight, R, layout.num_groups[1], shaping.defender_max_tokens))
+    batches = tuple(
+        pack_groups([prompts[i] for i in groups], [gen.tokens[i] for i in _rows(groups, size)],
+                    [gen.logprobs[i] for i in _rows(groups, size)], adv[_rows(groups, size)],
+                    np.where(keep[_rows(groups, size)], weight[_rows(groups, size)],
+                             np.float32(0.0)),
+                    group_size=size, num_groups=n_groups,
+                    prompt_length=bucket_length(max(map(len, [prompts[i] for i in groups])),
+                                                shaping.max_prompt_tokens),
+                    completion_length=max_tokens, pad_id=pad_id)
+        for prompts, groups, gen, adv, keep, weight, size, n_groups, max_tokens in roles)
+    return StepBatches(batches=batches, rewards=out, defender_rows=_rows(def_groups, R))

@@ -14,6 +14,7 @@ weights).
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable
 
@@ -98,6 +99,37 @@ def _tree_add(a: Any, b: Any) -> Any:
     return jax.tree.map(jnp.add, a, b)
 
 
+def _micro_terms(params: Params, ref_params: Params | None, mb: TrainBatch,
+                 key: jax.Array | None, *, model_cfg: ModelConfig, cfg: RlSection,
+                 temperature: float) -> tuple[Params, tuple[losses.LossTerms, dict]]:
+    """Float32 gradients of one micro-batch's summed loss, and its loss terms (sums with
+    their denominators) plus entropy and log-prob drift sums. With adapters `params` are the
+    adapters over the base `ref_params`; `key` turns on LoRA dropout."""
+    adapters = model_cfg.lora.enabled
+
+    def loss_fn(p):
+        policy = lora.with_adapters(ref_params, p) if adapters else p
+        logp, logits = completion_logprobs(policy, model_cfg, mb.prompt_tokens,
+                                           mb.prompt_mask, mb.tokens, temperature, key)
+        ref_logp = None
+        if cfg.beta > 0:
+            ref_logp, _ = completion_logprobs(jax.lax.stop_gradient(ref_params), model_cfg,
+                                              mb.prompt_tokens, mb.prompt_mask, mb.tokens,
+                                              temperature)
+        terms = losses.policy_loss_terms(
+            logp, mb.old_logp, ref_logp, mb.advantages, mb.loss_mask, mb.role_weight,
+            clip_eps_low=cfg.clip_eps_low, clip_eps_high=cfg.clip_eps_high, beta=cfg.beta,
+            aggregation=cfg.aggregation)
+        entropy = losses.entropy_from_logits(jax.lax.stop_gradient(logits), temperature)
+        extra = {"entropy_sum": jnp.sum(entropy * mb.loss_mask),
+                 "logp_diff_sum": jnp.sum(jnp.abs(jax.lax.stop_gradient(logp) - mb.old_logp)
+                                          * mb.loss_mask)}
+        return terms.loss_sum, (terms, extra)
+
+    (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return jax.tree.map(lambda g: g.astype(jnp.float32), grads), aux
+
+
 def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
                     optimizer: optax.GradientTransformation, *, temperature: float,
                     num_steps: int, state_shardings: Any = None, batch_shardings: Any = None,
@@ -116,29 +148,8 @@ def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
     adapters = model_cfg.lora.enabled
     dropout = adapters and model_cfg.lora.dropout > 0
 
-    def micro_terms(params: Params, ref_params: Params | None, mb: TrainBatch,
-                    key: jax.Array | None):
-        def loss_fn(p):
-            policy = lora.with_adapters(ref_params, p) if adapters else p
-            logp, logits = completion_logprobs(policy, model_cfg, mb.prompt_tokens,
-                                               mb.prompt_mask, mb.tokens, temperature, key)
-            ref_logp = None
-            if cfg.beta > 0:
-                ref_logp, _ = completion_logprobs(jax.lax.stop_gradient(ref_params), model_cfg,
-                                                  mb.prompt_tokens, mb.prompt_mask, mb.tokens,
-                                                  temperature)
-            terms = losses.policy_loss_terms(
-                logp, mb.old_logp, ref_logp, mb.advantages, mb.loss_mask, mb.role_weight,
-                clip_eps_low=cfg.clip_eps_low, clip_eps_high=cfg.clip_eps_high, beta=cfg.beta,
-                aggregation=cfg.aggregation)
-            entropy = losses.entropy_from_logits(jax.lax.stop_gradient(logits), temperature)
-            extra = {"entropy_sum": jnp.sum(entropy * mb.loss_mask),
-                     "logp_diff_sum": jnp.sum(jnp.abs(jax.lax.stop_gradient(logp) - mb.old_logp)
-                                              * mb.loss_mask)}
-            return terms.loss_sum, (terms, extra)
-
-        (_, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        return jax.tree.map(lambda g: g.astype(jnp.float32), grads), aux
+    micro_terms = functools.partial(_micro_terms, model_cfg=model_cfg, cfg=cfg,
+                                    temperature=temperature)
 
     def batch_terms(params: Params, ref_params: Params | None, batch: TrainBatch,
                     shardings: TrainBatch | None, key: jax.Array | None):

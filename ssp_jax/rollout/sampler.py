@@ -135,38 +135,70 @@ def _prefill(params: Params, tokens: jax.Array, mask: jax.Array, *, cfg: ModelCo
     return fan(logits), cache, fan(kv_mask), fan(lengths)
 
 
-def _decode(params: Params, cache, logits: jax.Array, kv_mask: jax.Array, lengths: jax.Array,
-            active: jax.Array, key_data: jax.Array, temperature: jax.Array, top_k: jax.Array,
-            top_p: jax.Array, stop_ids: jax.Array, *, cfg: ModelConfig, max_new_tokens: int):
-    """Decode loop; rows where `active [N]` is False start done (row padding). Returns tokens
-    `[N, M]` int32, logprobs `[N, M]` f32, done `[N]`, steps run and the final cache (donated
-    in, aliased out)."""
+class DecodeState(NamedTuple):
+    """The decode loop's carry (N rows, M new tokens at most)."""
+
+    step: jax.Array  # scalar int32: tokens sampled so far
+    tokens: jax.Array  # [N, M] int32 sampled tokens (0 after a row is done)
+    logps: jax.Array  # [N, M] f32 their log-probabilities (0 after a row is done)
+    done: jax.Array  # [N] bool: the row sampled a stop token (or is padding)
+    cache: Any  # the KV cache
+    kv_mask: jax.Array  # [N, S] bool: filled cache slots
+    logits: jax.Array  # [N, V] next-token logits
+
+
+class DecodeStart(NamedTuple):
+    """What the prefill hands the decode loop (N rows, S cache slots)."""
+
+    logits: jax.Array  # [N, V] next-token logits after the prompt
+    kv_mask: jax.Array  # [N, S] bool: filled cache slots
+    lengths: jax.Array  # [N] int32 prompt lengths
+    active: jax.Array  # [N] bool: False for row padding (starts done)
+
+
+class SamplingInputs(NamedTuple):
+    """How to sample: scalars and the stop ids, replicated on every device."""
+
+    key_data: jax.Array  # raw key data of the sampling key
+    temperature: jax.Array  # scalar f32 (≤ 0: greedy)
+    top_k: jax.Array  # scalar int32 (≤ 0: off)
+    top_p: jax.Array  # scalar f32 (1: off)
+    stop_ids: jax.Array  # [MAX_STOP_IDS] int32, -1 = unused
+
+
+def _decode(params: Params, cache, start: DecodeStart, sampling: SamplingInputs, *,
+            cfg: ModelConfig, max_new_tokens: int):
+    """Decode loop; rows where `start.active` is False start done (row padding). Returns
+    tokens `[N, M]` int32, logprobs `[N, M]` f32, done `[N]`, steps run and the final cache
+    (donated in, aliased out)."""
+    logits, kv_mask, lengths, active = start
+    key_data, temperature, top_k, top_p, stop_ids = sampling
     key = jax.random.wrap_key_data(key_data)
     n = logits.shape[0]
     first_slot = kv_mask.shape[1] - max_new_tokens
 
-    def cond(state):
-        step, _, _, done, *_ = state
-        return (step < max_new_tokens) & ~jnp.all(done)
+    def cond(state: DecodeState):
+        return (state.step < max_new_tokens) & ~jnp.all(state.done)
 
-    def body(state):
-        step, tokens, logps, done, cache, kv_mask, logits = state
-        token, logp = sample_token(logits, jax.random.fold_in(key, step), temperature, top_k,
-                                   top_p)
+    def body(state: DecodeState) -> DecodeState:
+        step, done = state.step, state.done
+        token, logp = sample_token(state.logits, jax.random.fold_in(key, step), temperature,
+                                   top_k, top_p)
         token = jnp.where(done, 0, token)
-        tokens = tokens.at[:, step].set(token)
-        logps = logps.at[:, step].set(jnp.where(done, 0.0, logp))
-        done = done | jnp.any(token[:, None] == stop_ids[None, :], axis=-1)
         slot = first_slot + step
         logits, cache = decode_step(params, cfg, token[:, None], (lengths + step)[:, None],
-                                    cache, slot, kv_mask)
-        kv_mask = kv_mask.at[:, slot].set(True)
-        return step + 1, tokens, logps, done, cache, kv_mask, logits[:, 0]
+                                    state.cache, slot, state.kv_mask)
+        return DecodeState(
+            step=step + 1, tokens=state.tokens.at[:, step].set(token),
+            logps=state.logps.at[:, step].set(jnp.where(done, 0.0, logp)),
+            done=done | jnp.any(token[:, None] == stop_ids[None, :], axis=-1), cache=cache,
+            kv_mask=state.kv_mask.at[:, slot].set(True), logits=logits[:, 0])
 
-    state = (jnp.int32(0), jnp.zeros((n, max_new_tokens), jnp.int32),
-             jnp.zeros((n, max_new_tokens), jnp.float32), ~active, cache, kv_mask, logits)
-    steps, tokens, logps, done, cache, _, _ = jax.lax.while_loop(cond, body, state)
-    return tokens, logps, done, steps, cache
+    state = DecodeState(step=jnp.int32(0), tokens=jnp.zeros((n, max_new_tokens), jnp.int32),
+                        logps=jnp.zeros((n, max_new_tokens), jnp.float32), done=~active,
+                        cache=cache, kv_mask=kv_mask, logits=logits)
+    final = jax.lax.while_loop(cond, body, state)
+    return final.tokens, final.logps, final.done, final.step, final.cache
 
 
 def _validate(cfg: ModelConfig, prompts: Sequence[Sequence[int]], max_new_tokens: int,
@@ -255,9 +287,10 @@ def _decode_program(layout: _Layout, cfg: ModelConfig, n: int, cache_len: int,
     new = layout.rows((n, max_new_tokens))
     return jax.jit(
         functools.partial(_decode, cfg=cfg, max_new_tokens=max_new_tokens),
-        in_shardings=(layout.params, cache, layout.rows((n, cfg.vocab_size)),
-                      layout.rows((n, cache_len)), layout.rows((n,)), layout.rows((n,)),
-                      r, r, r, r, r),
+        in_shardings=(layout.params, cache,
+                      DecodeStart(layout.rows((n, cfg.vocab_size)), layout.rows((n, cache_len)),
+                                  layout.rows((n,)), layout.rows((n,))),
+                      SamplingInputs(r, r, r, r, r)),
         out_shardings=(new, new, layout.rows((n,)), r, cache), donate_argnums=1)
 
 
@@ -301,9 +334,9 @@ def generate_with_params(cfg: ModelConfig, params: Params, prompts: Sequence[Seq
     n = len(prompts) * num_samples
     active = np.arange(len(padded) * num_samples) < n
     out, logps, done, steps, _ = decode_fn(
-        params, cache, logits, kv_mask, lengths, rows(active), full(jax.random.key_data(key)),
-        full(np.float32(temperature)), full(np.int32(top_k)), full(np.float32(top_p)),
-        full(stops))
+        params, cache, DecodeStart(logits, kv_mask, lengths, rows(active)),
+        SamplingInputs(full(jax.random.key_data(key)), full(np.float32(temperature)),
+                       full(np.int32(top_k)), full(np.float32(top_p)), full(stops)))
     out, logps, done, steps = (sharding.to_host(x) for x in (out, logps, done, steps))
     row_tokens, row_logps = [], []
     for toks, lps in zip(out[:n], logps[:n]):

@@ -1,0 +1,89 @@
+"""What one self-play step played, before any reward: the record `selfplay.play` writes and
+`rl.assemble.build_batches` and the step's metrics read.
+
+Row layout (goal-major; G goals rolled out, A attacks per goal, R responses per attack, k
+replayed attacks, B benign prompts):
+  attacker rows  i = g * A + a                                  (G * A rows)
+  defender rows  ((g * A) + a) * R + r for fresh attacks, then R rows per replayed item,
+                 then R rows per benign prompt                  (D = (G * A + k + B) * R rows)
+Judged rows are the fresh and replayed ones (J = (G * A + k) * R).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from ssp_jax.rollout.sampler import GenerationResult
+
+
+@dataclasses.dataclass
+class Episode:
+    """Both roles' prompts and samples, the judge's verdicts and the text checks of a step."""
+
+    goals: list[str]  # [G] goal texts rolled out
+    group_sizes: tuple[int, int]  # (A, R)
+    attacker_prompts: list[list[int]]  # [G] token ids
+    attacker: GenerationResult  # [G * A] samples
+    attacker_samples: list[str]  # [G * A] the attacker's cleaned samples (direct slots too)
+    direct: np.ndarray  # [G * A] bool, slots whose defender input is the goal itself
+    defender_prompts: list[list[int]]  # [G * A + k + B] token ids
+    defender: GenerationResult  # [D] samples
+    responses: list[str]  # [D]
+    num_replayed: int  # k
+    num_benign: int  # B
+    scores: np.ndarray  # [J] f32 judge scores (NaN where excluded)
+    excluded: np.ndarray  # [J] bool, rows the judge failed on
+    num_excluded: int
+    judge_error: str | None  # the judge's last error this step (None when no row failed)
+    reasons: list[str]  # [J] the judge's reasons
+    refused: np.ndarray  # [D] bool, the refusal detector on every response
+    degenerate: np.ndarray  # [D] bool, degenerate responses
+    validity: dict[str, np.ndarray]  # [G * A] attack checks (see selfplay.attack_validity)
+    attacker_degenerate: np.ndarray  # [G * A] bool, degenerate attacker samples
+    intent_checked: bool  # validity["similarity"] holds the intent check's cosines
+    prompts_truncated: int  # role prompts cut to fit selfplay.max_prompt_tokens
+    timings: dict[str, float]
+
+    @property
+    def num_fresh(self) -> int:
+        """Fresh defender rows, G * A * R."""
+        return len(self.goals) * self.group_sizes[0] * self.group_sizes[1]
+
+    @property
+    def num_judged(self) -> int:
+        """Judged defender rows J (fresh, then replayed)."""
+        return len(self.scores)
+
+    @property
+    def invalid(self) -> np.ndarray:
+        """`[G * A]` bool: played attacks that are invalid (a direct slot's sample is not
+        played)."""
+        return self.validity["invalid"] & ~self.direct
+
+    @property
+    def attacks(self) -> list[str]:
+        """`[G * A]` the defender's input of each attack slot."""
+        return [g if d else a for g, a, d in zip(self.slot_goals, self.attacker_samples,
+                                                  self.direct)]
+
+    @property
+    def slot_goals(self) -> list[str]:
+        """`[G * A]` the goal of each attack slot."""
+        return [g for g in self.goals for _ in range(self.group_sizes[0])]
+
+    @property
+    def fresh_goals(self) -> list[str]:
+        """`[G * A * R]` the goal of each fresh defender row."""
+        return [g for g in self.slot_goals for _ in range(self.group_sizes[1])]
+
+    @property
+    def fresh_attacks(self) -> list[str]:
+        """`[G * A * R]` the attack of each fresh defender row."""
+        return [a for a in self.attacks for _ in range(self.group_sizes[1])]
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens sampled (both roles)."""
+        return self.attacker.num_tokens + self.defender.num_tokens
