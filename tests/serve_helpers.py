@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 
 from ssp_jax.models import forward, load
+from ssp_jax.serve import Engine, Sampling
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MODEL = "tiny-random"
@@ -39,6 +40,18 @@ def tiny():
     """(config, params, tokenizer) of the served tiny model, in process."""
     model, tokenizer = load(MODEL)
     return model.config, model.params(), tokenizer
+
+
+def greedy_answers(engine: Engine, tokenizer, prompts: list[list[int]],
+                   max_tokens: int) -> list[str]:
+    """Submits every prompt at once (greedy, `max_tokens`), then the stripped decoded answers
+    in prompt order; closes `engine` whatever happens."""
+    try:
+        jobs = [engine.submit(p, Sampling(max_tokens=max_tokens, temperature=0))
+                for p in prompts]
+        return [tokenizer.decode(j.result(timeout=600)[0].tokens).strip() for j in jobs]
+    finally:
+        engine.close()
 
 
 def next_token_logprobs(tiny, prompt: list[int], completion: list[int] = ()) -> np.ndarray:

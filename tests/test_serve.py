@@ -13,8 +13,8 @@ import numpy as np
 import openai
 import pytest
 
-from serve_helpers import (CONVERSATIONS, MODEL, RAW_PROMPT, REPO, next_token_logprobs,
-                           serve_process, tiny)  # noqa: F401 (tiny: a fixture)
+from serve_helpers import (CONVERSATIONS, MODEL, RAW_PROMPT, REPO,  # noqa: F401 (tiny: a fixture)
+                           greedy_answers, next_token_logprobs, serve_process, tiny)
 from ssp_jax.models import load
 from ssp_jax.rollout.chat import greedy_completions
 from ssp_jax.serve import Engine, Sampling
@@ -148,12 +148,8 @@ def test_engine_batches_queued_compatible_requests(tiny):
     cfg, params, tokenizer = tiny
     prompts = [tokenizer.encode_chat(c) for c in CONVERSATIONS * 2]
     engine = Engine(cfg, params, tokenizer, max_batch=8)
-    try:
-        # the first request runs (and compiles) while the other five queue up behind it
-        futures = [engine.submit(p, Sampling(max_tokens=5, temperature=0)) for p in prompts]
-        answers = [tokenizer.decode(f.result(timeout=600)[0].tokens).strip() for f in futures]
-    finally:
-        engine.close()
+    # the first request runs (and compiles) while the other five queue up behind it
+    answers = greedy_answers(engine, tokenizer, prompts, 5)
     assert answers == greedy_completions(cfg, params, tokenizer, prompts, 5)
     assert sum(engine.batch_sizes) == len(prompts)
     assert max(engine.batch_sizes) > 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve_helpers import CONVERSATIONS, tiny  # noqa: F401 (tiny: a fixture)
+from serve_helpers import CONVERSATIONS, greedy_answers, tiny  # noqa: F401 (tiny: a fixture)
 from ssp_jax.rollout.chat import greedy_completions
 from ssp_jax.serve import Engine, Sampling
 from ssp_jax.serve.engine import QueueFull
@@ -18,11 +18,7 @@ def test_chunked_prefill_answers_like_the_sampler(tiny):
     prompts.append(tokenizer.encode_prompt("tell me about the secret plan " * 60))
     assert len(prompts[-1]) > 4 * 64  # prefilled in several chunks of 64
     engine = Engine(cfg, params, tokenizer, max_batch=4, prefill_chunk=64, segment=3)
-    try:
-        jobs = [engine.submit(p, Sampling(max_tokens=7, temperature=0)) for p in prompts]
-        answers = [tokenizer.decode(j.result(timeout=600)[0].tokens).strip() for j in jobs]
-    finally:
-        engine.close()
+    answers = greedy_answers(engine, tokenizer, prompts, 7)
     assert answers == greedy_completions(cfg, params, tokenizer, prompts, 7)
 
 
