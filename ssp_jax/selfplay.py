@@ -18,7 +18,7 @@ from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.judge.base import Judge
 from ssp_jax.judge.degenerate import DegenerateCheck
 from ssp_jax.judge.intent import IntentCheck
-from ssp_jax.judge.refusal import RefusalJudge
+from ssp_jax.judge.refusal import refusal_detector
 from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
@@ -83,7 +83,7 @@ class RolloutChecks(NamedTuple):
 def default_checks(intent: IntentCheck | None = None) -> RolloutChecks:
     """The refusal detector, the attacker-refusal check, the degenerate-text check and
     `intent`."""
-    return RolloutChecks(RefusalJudge().is_refusal, AttackRefusalCheck().is_refusal,
+    return RolloutChecks(refusal_detector(), AttackRefusalCheck().is_refusal,
                          lambda t: DegenerateCheck().check(t).flag, intent)
 
 

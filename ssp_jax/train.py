@@ -34,8 +34,8 @@ from ssp_jax.collapse import CollapseError, CollapseMonitor, default_limits
 from ssp_jax.diversity import DiversityWindow
 from ssp_jax.judge.intent import IntentCheck
 from ssp_jax.judge.base import Judge, JudgeFailed
-from ssp_jax.judge.refusal import RefusalJudge
-from ssp_jax.judge.registry import JudgeModel, check_judge_cache, make_judge
+from ssp_jax.judge.refusal import refusal_detector
+from ssp_jax.judge.registry import JudgeModel, check_judge_cache, policy_judge
 from ssp_jax.metrics import LOG_FILES, MetricsWriter, read_metrics
 from ssp_jax.models import load, lora
 from ssp_jax.models.sentence_encoder import load_sentence_encoder
@@ -147,7 +147,7 @@ class Trainer:
             trained = adapter_init(jax.random.key(cfg.model.seed))
         state = jax.jit(lambda p: init_train_state(p, self.optimizer),
                         out_shardings=train_state_shardings(trained, self.optimizer))(trained)
-        self.is_refusal = RefusalJudge().is_refusal
+        self.is_refusal = refusal_detector()
         # one sentence encoder, on the mesh, for the intent check and attack diversity
         encoder = (load_sentence_encoder(cfg.selfplay.intent_encoder, mesh=self.mesh,
                                          rules=sharding.TRAIN_RULES)
@@ -190,12 +190,8 @@ class Trainer:
         """The configured judge (a policy-as-judge runs on the loaded arrays `params`, shared
         with the KL reference), checked to fit the self-play prompts and answers."""
         cfg = self.cfg
-
-        def frozen_policy() -> JudgeModel:
-            return JudgeModel(self.model_cfg, params, self.tokenizer)
-
-        judge = make_judge(cfg.judge, frozen_policy=frozen_policy, mesh=self.mesh,
-                           dtype=cfg.model.dtype)
+        judge = policy_judge(cfg.judge, JudgeModel(self.model_cfg, params, self.tokenizer),
+                             mesh=self.mesh, dtype=cfg.model.dtype)
         check_judge_cache(
             judge, response_tokens=cfg.selfplay.defender_max_tokens,
             response_field="selfplay.defender_max_tokens",

@@ -227,15 +227,17 @@ def test_evaluation_without_held_out_goals_is_a_clear_error(tmp_path):
 
 
 def test_the_run_closes_its_judge_at_the_end(tmp_path, monkeypatch):
+    from ssp_jax.judge import registry
+
     closed = []
-    make_judge = train_lib.make_judge
+    make_judge = registry.make_judge
 
     def recording_make_judge(*args, **kwargs):
         judge = make_judge(*args, **kwargs)
         object.__setattr__(judge, "close", lambda: closed.append(True))  # a frozen dataclass
         return judge
 
-    monkeypatch.setattr(train_lib, "make_judge", recording_make_judge)
+    monkeypatch.setattr(registry, "make_judge", recording_make_judge)
     cfg = tiny_config(train__num_steps=1, selfplay__goals_per_step=4,
                       selfplay__responses_per_attack=2, ckpt__every_steps=0)
     train_lib.train(cfg, tmp_path / "run")
