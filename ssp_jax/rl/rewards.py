@@ -17,13 +17,13 @@ from typing import Callable
 
 import numpy as np
 
-from ssp_jax.game.roles import BRIEF_PHRASES
+from ssp_jax.default_config import BRIEF_PHRASES
 
 # Chat-template special tokens (`<|im_start|>`, `<|eot_id|>`, ...) anywhere in the attack.
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 # The attack opens with a role label, as in an echoed transcript: "assistant:", "System -".
 _ROLE_LABEL_RE = re.compile(r"^\s*(?:assistant|system)\s*[:\-]", re.IGNORECASE)
-# Phrases of the attacker's own instructions (game.roles.ATTACKER_BRIEF), lower-cased: an
+# Phrases of the attacker's own instructions (default_config.ATTACKER_BRIEF), lower-cased: an
 # attack containing one repeats the brief instead of attacking.
 BRIEF_ECHOES: tuple[str, ...] = tuple(phrase.lower() for phrase in BRIEF_PHRASES)
 
