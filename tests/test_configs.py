@@ -12,9 +12,9 @@ from ml_collections.config_flags import config_flags
 
 from ssp_jax import default_config, sections
 from ssp_jax.config import ConfigError, TrainConfig, validate
-from ssp_jax.data.mixture import plain_data
 from ssp_jax.memory import estimate, format_table, model_shape
-from ssp_jax.sections import StepLayout, judge_section, replay_section, rl_section
+from ssp_jax.sections import (StepLayout, judge_section, plain_data, replay_section,
+                              rl_section)
 
 CONFIG_DIR = pathlib.Path(__file__).parents[1] / "configs"
 CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.py") if p.name != "__init__.py")

@@ -34,6 +34,7 @@ from ssp_jax.data.loaders import (
     load_jsonl,
     load_xstest,
 )
+from ssp_jax.sections import plain_data
 
 SOURCE_KINDS = ("harmbench", "advbench", "xstest", "csv", "jsonl", "builtin", "tfds")
 MAX_BLOCK = 1000  # weights resolve to shares of at most this many slots
@@ -244,17 +245,6 @@ class GoalMixture:
             epoch, i = divmod(k, n)
             out.append(self.items[s][_epoch_order(self.seed, s, epoch, n)[i]])
         return out
-
-
-def plain_data(obj: Any) -> Any:
-    """ConfigDict / Mapping / list tree → plain dicts and lists."""
-    if hasattr(obj, "to_dict"):
-        obj = obj.to_dict()
-    if isinstance(obj, Mapping):
-        return {k: plain_data(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain_data(v) for v in obj]
-    return obj
 
 
 def from_config(cfg: Any) -> GoalMixture:
