@@ -137,14 +137,14 @@ def test_defender_learns_to_refuse_on_tiny_config(tmp_path):
 
 
 def test_repeated_non_finite_updates_stop_the_run(tmp_path, monkeypatch):
-    real_rollout = train_lib.rollout
+    real_build_batches = train_lib.build_batches
 
     def poisoned(*args, **kwargs):
-        out = real_rollout(*args, **kwargs)
+        out = real_build_batches(*args, **kwargs)
         out.batches[1].advantages[0] = np.nan
         return out
 
-    monkeypatch.setattr(train_lib, "rollout", poisoned)
+    monkeypatch.setattr(train_lib, "build_batches", poisoned)
     cfg = tiny_config(train__num_steps=10, train__max_bad_steps=3, ckpt__every_steps=0)
     with pytest.raises(train_lib.TrainingDiverged, match="3 updates in a row"):
         train_lib.train(cfg, tmp_path)
