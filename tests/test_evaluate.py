@@ -81,6 +81,26 @@ def test_cli_end_to_end_on_the_tiny_model(tmp_path, capsys):
         f"outputs in {out}: results.md, results.json, items.jsonl, comparison.png")
 
 
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("flag, expected", [([], None), (["--max-cache-len", "64"], 64)])
+def test_the_cache_length_defaults_to_the_model_context(flag, expected, tmp_path, monkeypatch):
+    seen = []
+
+    def record(*args, max_cache_len, **kwargs):
+        seen.append(max_cache_len)
+        raise Stop
+
+    monkeypatch.setattr(cli, "evaluate_with_progress", record)
+    with pytest.raises(Stop):
+        cli.main(["--model", "tiny-random", "--benchmark", f"hb={FIXTURES / 'harmbench_small.csv'}",
+                  "--out", str(tmp_path / "eval"), *flag])
+    context = load("tiny-random")[0].config.max_position_embeddings
+    assert seen == [expected or context]
+
+
 def test_help_examples_evaluate_the_quick_start_checkpoint_on_held_out_sets():
     from ssp_jax import export
     from ssp_jax.evaluate import __main__ as evaluate_main

@@ -100,7 +100,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--modes", default=",".join(MODES), help="direct,self-attack")
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-cache-len", type=int, default=1024)
+    p.add_argument("--max-cache-len", type=int, default=None,
+                   help="longest prompt + answer (default: the model's context length; "
+                        "HarmBench's contextual behaviours rewritten by the attacker pass 1024)")
     p.add_argument("--asr-threshold", type=float, default=4.0)
     return p.parse_args(argv)
 
@@ -151,7 +153,8 @@ def run_evaluation(args: argparse.Namespace) -> dict:
         results[label], items[label] = evaluate_with_progress(
             label, model.config, model.params(), tokenizer, judge, benchmarks, modes=modes,
             max_new_tokens=args.max_new_tokens, asr_threshold=args.asr_threshold,
-            batch_size=args.batch_size, max_cache_len=args.max_cache_len)
+            batch_size=args.batch_size,
+            max_cache_len=args.max_cache_len or model.config.max_position_embeddings)
         if judge is not fixed:  # each model's own judge
             judge.close()
         run_metrics = as_path(label).parent.parent / "metrics.jsonl"
