@@ -93,12 +93,17 @@ def test_the_cache_length_defaults_to_the_model_context(flag, expected, tmp_path
         seen.append(max_cache_len)
         raise Stop
 
+    def short_context(spec):  # a context other than the old fixed default of 1024
+        model, tokenizer = load(spec)
+        model.config = model.config.replace(max_position_embeddings=512)
+        return model, tokenizer
+
     monkeypatch.setattr(cli, "evaluate_with_progress", record)
+    monkeypatch.setattr(cli, "load", short_context)
     with pytest.raises(Stop):
         cli.main(["--model", "tiny-random", "--benchmark", f"hb={FIXTURES / 'harmbench_small.csv'}",
                   "--out", str(tmp_path / "eval"), *flag])
-    context = load("tiny-random")[0].config.max_position_embeddings
-    assert seen == [expected or context]
+    assert seen == [expected or 512]
 
 
 def test_help_examples_evaluate_the_quick_start_checkpoint_on_held_out_sets():
