@@ -20,6 +20,7 @@ from ml_collections.config_flags import config_flags as config_file
 
 from ssp_jax import cli, distributed, preflight, train
 from ssp_jax.config import unknown_override, validate
+from ssp_jax.evaluate.runner import held_out_evaluation
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file (configs/*.py).",
                                           lock_config=True)
@@ -71,11 +72,12 @@ def main(argv: list[str]) -> int:
     absl_logging.set_verbosity(absl_logging.WARNING)  # library chatter (orbax, jax)
     cli.setup_logging()  # again: app.run has put absl's handler on the root logger
     config, workdir = _CONFIG.value, _WORKDIR.value
-    preflight.check_training(validate(config), workdir)  # before any model loads
+    validated = validate(config)
+    preflight.check_training(validated, workdir)  # before any model loads
     distributed.initialize()
     if jax.process_index() != 0:  # one console log per job
         logging.getLogger("ssp_jax").setLevel(logging.WARNING)
-    train.train(config, workdir)
+    train.train(config, workdir, evaluate_held_out=held_out_evaluation(validated))
     return 0
 
 

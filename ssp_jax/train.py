@@ -17,7 +17,7 @@ import dataclasses
 import json
 import logging
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -26,19 +26,20 @@ from tqdm import tqdm
 from ssp_jax import sharding
 from ssp_jax.checkpoint import Checkpointer, abstract_like, restore_from_path
 from ssp_jax.config import to_json, validate
+from ssp_jax.data.loaders import PromptItem
 from ssp_jax.data.mixture import GoalMixture, from_config
 from ssp_jax.distributed import Preemption
-from ssp_jax.evaluate.runner import evaluate_goals
 from ssp_jax.cli import UserError
 from ssp_jax.collapse import CollapseError, CollapseMonitor, default_limits
 from ssp_jax.diversity import DiversityWindow
 from ssp_jax.judge.intent import IntentCheck
 from ssp_jax.judge.base import Judge, JudgeFailed
-from ssp_jax.judge.refusal import refusal_detector
 from ssp_jax.judge.registry import JudgeModel, check_judge_cache, policy_judge
 from ssp_jax.metrics import LOG_FILES, MetricsWriter, read_metrics
 from ssp_jax.models import load, lora
+from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.sentence_encoder import load_sentence_encoder
+from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
 from ssp_jax.replay import ReplayPool
@@ -102,19 +103,27 @@ def describe_outputs(workdir: PathLike, shown_as: str) -> str:
     return f"outputs in {shown_as}: {', '.join(parts)}"
 
 
-class Trainer:
-    """Owns the run's state; `run()` trains to `train.num_steps` or until preempted."""
+# In-training evaluation, composed by the entry point so that the loop does not import the
+# evaluation package: (model config, policy params, tokenizer, judge, held-out goals) ->
+# metrics such as `asr` (python -m ssp_jax.main passes evaluate.runner.held_out_evaluation).
+HeldOutEvaluation = Callable[[ModelConfig, Params, Tokenizer, Judge, Sequence[PromptItem]],
+                             dict[str, float]]
 
-    def __init__(self, config: Any, workdir: PathLike):
+
+class Trainer:
+    """Owns the run's state; `run()` trains to `train.num_steps` or until preempted.
+    `evaluate_held_out` runs every `eval.every_steps` steps (needed when that is > 0)."""
+
+    def __init__(self, config: Any, workdir: PathLike,
+                 evaluate_held_out: HeldOutEvaluation | None = None):
         self.cfg = cfg = validate(config)
+        self.evaluate_held_out = evaluate_held_out
         self.workdir = as_path(workdir)  # local or gs://
         self.workdir_arg = str(workdir)  # as the user wrote it, for messages
         # data first: a bad goals file fails before any model is loaded or compiled
         self.goals: GoalMixture = from_config(cfg.data)
         self.benign = from_config(cfg.benign_data) if cfg.selfplay.benign_per_step else None
-        if cfg.eval.every_steps and not self.goals.holdout:
-            raise ValueError("eval.every_steps > 0 needs data.holdout_fraction > 0 "
-                             "(held-out goals to evaluate on)")
+        self._check_evaluation()
         self.mesh = sharding.make_mesh(dataclasses.asdict(cfg.mesh))
         jax.set_mesh(self.mesh)
         # update batches: whole groups per row shard in every micro-batch
@@ -147,7 +156,6 @@ class Trainer:
             trained = adapter_init(jax.random.key(cfg.model.seed))
         state = jax.jit(lambda p: init_train_state(p, self.optimizer),
                         out_shardings=train_state_shardings(trained, self.optimizer))(trained)
-        self.is_refusal = refusal_detector()
         # one sentence encoder, on the mesh, for the intent check and attack diversity
         encoder = (load_sentence_encoder(cfg.selfplay.intent_encoder, mesh=self.mesh,
                                          rules=sharding.TRAIN_RULES)
@@ -330,14 +338,21 @@ class Trainer:
                 f"(last at step {number}); lower rl.learning_rate or check the data. The last "
                 "checkpoint holds the parameters from before the divergence.")
 
+    def _check_evaluation(self) -> None:
+        """eval.every_steps > 0 needs an evaluation and held-out goals to run it on."""
+        if not self.cfg.eval.every_steps:
+            return
+        if self.evaluate_held_out is None:
+            raise ValueError("eval.every_steps > 0 needs an evaluation to run: pass "
+                             "evaluate_held_out (python -m ssp_jax.main passes one)")
+        if not self.goals.holdout:
+            raise ValueError("eval.every_steps > 0 needs data.holdout_fraction > 0 "
+                             "(held-out goals to evaluate on)")
+
     def evaluate(self, step: int) -> dict[str, float]:
         """Direct-mode attack success on the held-out goals, logged as `eval/*` at `step`."""
-        sp = self.cfg.selfplay
-        metrics, _ = evaluate_goals(
-            self.model_cfg, self.policy_params, self.tokenizer, self.judge, self.is_refusal,
-            self.goals.holdout[:self.cfg.eval.num_goals], max_new_tokens=sp.defender_max_tokens,
-            asr_threshold=sp.asr_threshold, batch_size=self.cfg.judge.batch_size,
-            max_cache_len=self.cfg.model.max_cache_len)
+        metrics = self.evaluate_held_out(self.model_cfg, self.policy_params, self.tokenizer,
+                                         self.judge, self.goals.holdout[:self.cfg.eval.num_goals])
         metrics = {f"eval/{k}": v for k, v in metrics.items()}
         self.writer.write_eval(step, metrics)
         log.info("eval at step %d: %s", step, ", ".join(f"{k}={v:.3f}" for k, v in
@@ -388,12 +403,13 @@ class Trainer:
         return {"steps_done": step, "preempted": preemption.requested, "summary": summary}
 
 
-def train(config: Any, workdir: PathLike) -> dict:
-    """Builds a Trainer and runs it. The Trainer sets its device mesh globally; the mesh that
+def train(config: Any, workdir: PathLike,
+          evaluate_held_out: HeldOutEvaluation | None = None) -> dict:
+    """Builds a Trainer and runs it (`evaluate_held_out`: see Trainer). The Trainer sets its device mesh globally; the mesh that
     was set before (usually none) is set again afterwards, so that models loaded later in the
     process (an experiment's checkpoints, on one device) are not checked against it."""
     previous = jax.sharding.get_mesh()
     try:
-        return Trainer(config, workdir).run()
+        return Trainer(config, workdir, evaluate_held_out).run()
     finally:
         jax.set_mesh(None if previous.empty else previous)

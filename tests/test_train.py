@@ -12,7 +12,8 @@ import pytest
 
 from configs import tiny
 from ssp_jax import train as train_lib
-from ssp_jax.config import ConfigError
+from ssp_jax.config import ConfigError, validate
+from ssp_jax.evaluate.runner import held_out_evaluation
 from ssp_jax.metrics import read_metrics
 from tests.compile_count import recording_compiles
 
@@ -215,15 +216,22 @@ def test_unknown_config_section_is_a_clear_error(tmp_path):
 def test_periodic_evaluation_on_held_out_goals(tmp_path):
     cfg = tiny_config(train__num_steps=4, eval__every_steps=2, data__holdout_fraction=0.25,
                       ckpt__every_steps=0)
-    train_lib.train(cfg, tmp_path)
+    train_lib.train(cfg, tmp_path, evaluate_held_out=held_out_evaluation(validate(cfg)))
     records = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [2, 4]  # after steps 2 and 4
     assert records[0]["eval/n"] == 8.0 and 0.0 <= records[0]["eval/asr"] <= 1.0
 
 
 def test_evaluation_without_held_out_goals_is_a_clear_error(tmp_path):
+    cfg = tiny_config(eval__every_steps=2)
     with pytest.raises(ValueError, match="holdout_fraction"):
-        train_lib.Trainer(tiny_config(eval__every_steps=2), tmp_path)
+        train_lib.Trainer(cfg, tmp_path, evaluate_held_out=held_out_evaluation(validate(cfg)))
+
+
+def test_evaluation_steps_without_an_evaluation_are_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="evaluate_held_out"):
+        train_lib.Trainer(tiny_config(eval__every_steps=2, data__holdout_fraction=0.25),
+                          tmp_path)
 
 
 def test_the_run_closes_its_judge_at_the_end(tmp_path, monkeypatch):

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from ssp_jax.config import TrainConfig
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.evaluate.benchmarks import judge_fields
 from ssp_jax.judge.base import Judge
@@ -156,3 +157,20 @@ def strict_attack_success(rows: list[dict]) -> dict[str, float]:
             key = f"{row['benchmark']}/{row['mode']}/asr_strict"
             groups.setdefault(key, []).append(row["strict_success"])
     return {k: float(np.mean(v)) for k, v in groups.items()}
+
+
+def held_out_evaluation(cfg: TrainConfig) -> Callable[..., dict[str, float]]:
+    """The trainer's periodic evaluation for the validated config `cfg` (a
+    `train.HeldOutEvaluation`): direct-mode metrics of the policy on held-out goals, answers
+    as long as the defender's in training, judged by the training judge."""
+    sp, is_refusal = cfg.selfplay, refusal_detector()
+
+    def evaluate(model_cfg: ModelConfig, params: Params, tokenizer: Tokenizer, judge: Judge,
+                 goals: Sequence[PromptItem]) -> dict[str, float]:
+        metrics, _ = evaluate_goals(
+            model_cfg, params, tokenizer, judge, is_refusal, goals,
+            max_new_tokens=sp.defender_max_tokens, asr_threshold=sp.asr_threshold,
+            batch_size=cfg.judge.batch_size, max_cache_len=cfg.model.max_cache_len)
+        return metrics
+
+    return evaluate
