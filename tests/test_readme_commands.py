@@ -10,7 +10,6 @@ import os
 import pathlib
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,8 @@ import zipfile
 from typing import Iterator
 
 import pytest
+
+from tests.serve_helpers import free_port, stop_process
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -156,13 +157,6 @@ def command_env(wheels: pathlib.Path) -> dict[str, str]:
     return env
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_for_server(port: int, process: subprocess.Popen, log: pathlib.Path) -> None:
     deadline = time.monotonic() + SERVER_START_S
     while time.monotonic() < deadline:
@@ -188,12 +182,7 @@ def background(command: str, cwd: pathlib.Path, env: dict, port: int) -> Iterato
         _wait_for_server(port, process, log)
         yield
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def run_command(command: str, cwd: pathlib.Path, env: dict) -> None:
