@@ -138,7 +138,17 @@ def test_empty_stop_string_is_ignored(client):
 
 
 class SlowEngine(Engine):
-    """An engine whose every decode segment takes 20 ms longer (a slow model)."""
+    """An engine whose every decode segment takes 20 ms longer (a slow model); `jobs` lists
+    the submitted jobs in order."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        self.jobs = []
+        super().__init__(*args, **kwargs)
+
+    def submit(self, *args, **kwargs):
+        job = super().submit(*args, **kwargs)
+        self.jobs.append(job)
+        return job
 
     def _deliver(self, batch, n, seg) -> None:
         time.sleep(0.02)
@@ -168,6 +178,8 @@ def test_a_disconnected_client_leaves_the_batch_and_the_queue(tiny):
                 assert "content" in next(line for line in lines if line)
                 with pytest.raises(httpx2.TimeoutException):
                     httpx2.post(f"{url}/chat/completions", json=queued, timeout=1.5)
+                # the server notices that disconnect while the long answer still runs
+                _wait_until(lambda: len(engine.jobs) == 2 and engine.jobs[1].aborted.is_set())
             _wait_until(lambda: engine.sequences == 0)
     finally:
         engine.close()
