@@ -71,8 +71,8 @@ def _mean(x: np.ndarray) -> float:
     return float(np.mean(x)) if len(x) else float("nan")
 
 
-class RolloutChecks(NamedTuple):
-    """Host-side text checks a rollout runs besides the judge."""
+class PlayChecks(NamedTuple):
+    """Host-side text checks `play()` runs besides the judge."""
 
     is_refusal: Callable[[str], bool]  # the defender declines (benign rows, refusal rates)
     attack_refusal: Callable[[str], bool]  # the attacker declines its brief
@@ -80,14 +80,14 @@ class RolloutChecks(NamedTuple):
     intent: IntentCheck | None  # off-intent attacks (None: not checked)
 
 
-def default_checks(intent: IntentCheck | None = None) -> RolloutChecks:
+def default_checks(intent: IntentCheck | None = None) -> PlayChecks:
     """The refusal detector, the attacker-refusal check, the degenerate-text check and
     `intent`."""
-    return RolloutChecks(refusal_detector(), AttackRefusalCheck().is_refusal,
+    return PlayChecks(refusal_detector(), AttackRefusalCheck().is_refusal,
                          lambda t: DegenerateCheck().check(t).flag, intent)
 
 
-def attack_validity(goals: Sequence[str], attacks: Sequence[str], checks: RolloutChecks,
+def attack_validity(goals: Sequence[str], attacks: Sequence[str], checks: PlayChecks,
                     min_chars: int) -> dict[str, np.ndarray]:
     """Per attack `[N]`: `malformed` (empty, special tokens, brief echo), `refused` (the
     attacker declined), `off_intent` (below the intent threshold; a verbatim goal is on
@@ -127,7 +127,7 @@ def _attack(policy: Policy, sp: SelfPlaySection, goals: Sequence[str],
     return _Attacks(list(prompts), gen, samples, direct, sum(cut))
 
 
-def play(policy: Policy, judge: Judge, checks: RolloutChecks, sp: SelfPlaySection,
+def play(policy: Policy, judge: Judge, checks: PlayChecks, sp: SelfPlaySection,
          goals: Sequence[PromptItem], replay: Sequence[ReplayItem],
          benign: Sequence[PromptItem], key: jax.Array) -> Episode:
     """Runs both roles on `goals` (plus replayed attacks and benign prompts), judges the

@@ -9,7 +9,7 @@ from ssp_jax.data.loaders import PromptItem
 from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load
-from ssp_jax.selfplay import RolloutChecks
+from ssp_jax.selfplay import PlayChecks
 from tests.test_rl_assemble import reference_advantages
 from tests.test_selfplay_excluded import TableJudge
 from tests.test_train import play_tiny_step, tiny_layout, tiny_selfplay
@@ -21,7 +21,7 @@ def test_the_batch_holds_the_informative_goals_and_metrics_count_all_rows():
     sp = tiny_selfplay(goals_per_step=G, attacks_per_goal=A, responses_per_attack=R,
                        attacker_max_tokens=6, defender_max_tokens=6, max_prompt_tokens=96,
                        min_attack_chars=4, oversample_goals=1)
-    checks = RolloutChecks(RefusalJudge().is_refusal, AttackRefusalCheck().is_refusal,
+    checks = PlayChecks(RefusalJudge().is_refusal, AttackRefusalCheck().is_refusal,
                            lambda t: False, None)
     # goal 0: every response complied (no signal); goals 1 and 2: mixed in every group
     scores = np.array([5.0] * 4 + [5.0, 1.0] * 4, np.float32)

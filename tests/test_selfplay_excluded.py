@@ -11,7 +11,7 @@ from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load
 from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.rl.rewards import attack_is_invalid
-from ssp_jax.selfplay import RolloutChecks
+from ssp_jax.selfplay import PlayChecks
 from tests.test_rl_assemble import reference_advantages
 from tests.test_train import play_tiny_step, tiny_config, tiny_selfplay
 
@@ -35,7 +35,7 @@ def test_excluded_rows_get_no_advantage_no_weight_and_stay_out_of_metrics():
     sp = tiny_selfplay(goals_per_step=G, attacks_per_goal=A, responses_per_attack=R,
                        attacker_max_tokens=6, defender_max_tokens=6, max_prompt_tokens=96,
                        min_attack_chars=4)
-    checks = RolloutChecks(RefusalJudge().is_refusal, AttackRefusalCheck().is_refusal,
+    checks = PlayChecks(RefusalJudge().is_refusal, AttackRefusalCheck().is_refusal,
                            lambda t: False, None)
     scores = np.array([5.0, 1.0, 4.0, 2.0, 5.0, 3.0, 1.0, 4.5])
     failed = np.array([1, 1, 0, 0, 0, 1, 0, 0], bool)  # attack 0 entirely, row 5
