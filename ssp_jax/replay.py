@@ -26,22 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import Any, Sequence
 
 import numpy as np
 
-from ssp_jax.sections import ReplaySection
+from ssp_jax.sections import ReplaySection, is_int, is_real
 
 STATE_FORMAT = 1  # version of the `state_dict()` layout
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +101,7 @@ def ucb_scores(n: np.ndarray, mean_r: np.ndarray, c: float) -> np.ndarray:
 
 
 def _check_step(where: str, step: Any) -> int:
-    if not _is_int(step) or step < 0:
+    if not is_int(step) or step < 0:
         raise ValueError(f"{where}: step={step!r}; valid: an int ≥ 0")
     return int(step)
 
@@ -134,7 +125,7 @@ def _check_numbers(where: str, name: str, values: Sequence[Any],
     """The values as Python floats; each must be finite and, with `bounds`, inside them."""
     out = []
     for i, value in enumerate(values):
-        ok = _is_real(value) and math.isfinite(value)
+        ok = is_real(value) and math.isfinite(value)
         if ok and bounds is not None:
             ok = bounds[0] <= value <= bounds[1]
         if not ok:
@@ -218,7 +209,7 @@ class ReplayPool:
         their judgements back with `update(step, [it.item_id ...], ...)`.
         """
         k = self.config.replay_per_step if k is None else k
-        if not _is_int(k) or k < 0:
+        if not is_int(k) or k < 0:
             raise ValueError(f"replay select: k={k!r}; valid: an int ≥ 0")
         if k == 0 or not self._items:
             self._last_select = SelectStats(0, 0.0, 0.0)
@@ -245,7 +236,7 @@ class ReplayPool:
         _check_lengths(where, {"item_ids": item_ids, "responses": responses, "scores": scores,
                                "r_def": r_def})
         for i, item_id in enumerate(item_ids):
-            if not _is_int(item_id) or not 0 <= item_id < self._next_id:
+            if not is_int(item_id) or not 0 <= item_id < self._next_id:
                 raise ValueError(
                     f"{where}: item_ids[{i}]={item_id!r} was never issued by this pool; "
                     f"valid: ids from select() (0 ≤ id < {self._next_id})"

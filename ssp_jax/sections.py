@@ -219,11 +219,13 @@ def check_judge_section(c: JudgeSection) -> None:
         raise ValueError(f"config field judge.max_retries={c.max_retries!r} must be ≥ 0")
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer, not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_real(value: Any) -> bool:
+def is_real(value: Any) -> bool:
+    """A real number, not a bool."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
@@ -240,13 +242,13 @@ class ReplaySection:
     def __post_init__(self) -> None:
         for name, minimum in (("capacity", 1), ("replay_per_step", 0), ("seed", 0)):
             value = getattr(self, name)
-            if not _is_int(value) or value < minimum:
+            if not is_int(value) or value < minimum:
                 raise ValueError(f"replay config field {name}={value!r}; valid: an int ≥ "
                                  f"{minimum}")
-        if not _is_real(self.admit_score) or not 1.0 <= self.admit_score <= 5.0:
+        if not is_real(self.admit_score) or not 1.0 <= self.admit_score <= 5.0:
             raise ValueError(f"replay config field admit_score={self.admit_score!r}; valid: a "
                              "number in [1, 5] (the judge's score scale)")
-        if not _is_real(self.ucb_c) or not (math.isfinite(self.ucb_c) and self.ucb_c >= 0):
+        if not is_real(self.ucb_c) or not (math.isfinite(self.ucb_c) and self.ucb_c >= 0):
             raise ValueError(f"replay config field ucb_c={self.ucb_c!r}; valid: a finite "
                              "number ≥ 0")
 
