@@ -22,11 +22,9 @@ CONTEXT_TOKENS = 4  # tokens of context decoded before a token to get its text
 _INCOMPLETE = "\ufffd"  # what a decoder writes for a partial UTF-8 character
 
 
-def _suffix(tokenizer: Tokenizer, context: Sequence[int], token: int) -> str:
-    """The text `token` adds after `context` (special tokens kept as text)."""
-    if not context:
-        return tokenizer.decode([token], skip_special_tokens=False)
-    before = tokenizer.decode(context, skip_special_tokens=False)
+def _suffix(tokenizer: Tokenizer, context: Sequence[int], before: str, token: int) -> str:
+    """The text `token` adds after `context`, whose text is `before` (special tokens kept as
+    text)."""
     after = tokenizer.decode([*context, token], skip_special_tokens=False)
     if after.startswith(before):
         return after[len(before):]
@@ -40,14 +38,17 @@ def token_texts(tokenizer: Tokenizer, context: Sequence[int], tokens: Sequence[i
                 alternatives: Sequence[Sequence[int]] | None = None
                 ) -> tuple[list[str], list[list[str]]]:
     """Texts of generated `tokens` and of each position's `alternatives` (top-logprob ids),
-    each decoded after up to CONTEXT_TOKENS tokens before it (the prompt's tail first)."""
+    each decoded after up to CONTEXT_TOKENS tokens before it (the prompt's tail first); the
+    window's own text is decoded once per position."""
     history = list(context[-CONTEXT_TOKENS:])
     texts, alt_texts = [], []
     for j, token in enumerate(tokens):
         window = history[-CONTEXT_TOKENS:]
-        texts.append(_suffix(tokenizer, window, int(token)))
+        before = tokenizer.decode(window, skip_special_tokens=False) if window else ""
+        texts.append(_suffix(tokenizer, window, before, int(token)))
         if alternatives is not None:
-            alt_texts.append([_suffix(tokenizer, window, int(t)) for t in alternatives[j]])
+            alt_texts.append([_suffix(tokenizer, window, before, int(t))
+                              for t in alternatives[j]])
         history.append(int(token))
     return texts, alt_texts
 
