@@ -5,7 +5,6 @@ step."""
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +13,13 @@ import numpy as np
 import pytest
 
 from ssp_jax.metrics import read_metrics
+from tests.serve_helpers import free_port
 from tests.test_resume import read_checkpoint
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 ARGS = ["--config", "configs/tiny.py", "--config.selfplay.goals_per_step=4",
         "--config.selfplay.responses_per_attack=2", "--config.ckpt.every_steps=0"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def base_env(devices: int) -> dict:
