@@ -36,11 +36,11 @@ def _np_terms(logp, old, ref, adv, mask, weight, beta, aggregation):
     k3 = np.exp(d) - d - 1
     per_token = (surrogate + beta * k3) * weight[:, None]
     n = mask.sum(axis=1)
-    if aggregation == "token":
-        loss_sum, denom = (per_token * mask).sum(), n.sum()
-    else:
+    if aggregation == "token":  # the mean over weighted tokens
+        loss_sum, denom = (per_token * mask).sum(), (mask * weight[:, None]).sum()
+    else:  # the weighted mean over rows with tokens
         loss_sum = sum((per_token[b] * mask[b]).sum() / n[b] for b in range(len(n)) if n[b] > 0)
-        denom = float((n > 0).sum())
+        denom = sum(weight[b] for b in range(len(n)) if n[b] > 0)
     clipped = ((a > 0) & (ratio > 1 + EPS_HIGH)) | ((a < 0) & (ratio < 1 - EPS_LOW))
     return dict(loss_sum=loss_sum, denom=denom, kl_sum=(k3 * mask).sum(),
                 clip_count=(clipped * mask).sum(), ratio_sum=(ratio * mask).sum(),
@@ -117,7 +117,11 @@ def test_loss_terms_match_numpy_reference(aggregation, beta):
     for name, value in expected.items():
         np.testing.assert_allclose(float(getattr(got, name)), value, rtol=1e-5, atol=1e-6,
                                    err_msg=name)
-    assert float(got.denom) == (5.0 if aggregation == "sequence" else 19.0)
+    # by hand: rows 0, 1, 3, 4, 5 hold 7, 2, 7, 2, 1 tokens; row 2 none
+    _, _, _, _, _, weight = batch
+    by_hand = (weight[[0, 1, 3, 4, 5]].sum() if aggregation == "sequence"
+               else 7 * weight[0] + 2 * weight[1] + 7 * weight[3] + 2 * weight[4] + weight[5])
+    np.testing.assert_allclose(float(got.denom), by_hand, rtol=1e-6)
 
 
 def test_loss_terms_run_under_jit():
@@ -194,6 +198,27 @@ def test_clip_counts_only_the_side_that_matters():
     expected = -ratios * adv[:, None]
     expected[0, 0] = expected[1, 0] = 0.0
     np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("aggregation", ["token", "sequence"])
+def test_zero_weight_rows_do_not_dilute_the_loss(aggregation):
+    # weights [w, 0]: the loss is row 0's alone, as if row 1 were not in the batch
+    logp, old, ref, adv, mask, weight = _batch(12)
+    zero_rest = np.where(np.arange(len(weight)) == 0, weight, 0.0).astype(np.float32)
+    both = finalize(_terms(logp, old, ref, adv, mask, zero_rest, aggregation=aggregation))
+    alone = finalize(_terms(logp[:1], old[:1], ref[:1], adv[:1], mask[:1], weight[:1],
+                            aggregation=aggregation))
+    np.testing.assert_allclose(float(both["loss"]), float(alone["loss"]), rtol=1e-6)
+
+
+def test_weights_below_one_still_average():
+    # one row of weight 0.25 and one token: the loss is that token's, not a quarter of it
+    logp, old, ref, adv, mask, _ = (x[:1] for x in _batch(13))
+    mask = np.zeros_like(mask)
+    mask[0, 0] = 1.0
+    quarter = finalize(_terms(logp, old, ref, adv, mask, np.array([0.25], np.float32)))
+    one = finalize(_terms(logp, old, ref, adv, mask, np.array([1.0], np.float32)))
+    np.testing.assert_allclose(float(quarter["loss"]), float(one["loss"]), rtol=1e-6)
 
 
 def test_role_weight_scales_rows():

@@ -160,3 +160,19 @@ def test_rematerialized_blocks_give_the_same_update(rollout_batch):
                                rtol=1e-5)
     for a, b in zip(jax.tree.leaves(remat.params), jax.tree.leaves(plain.params)):
         np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_a_zero_weight_batch_leaves_the_update_unchanged(rollout_batch):
+    # a role whose rows all have weight 0 (the attacker under static_attacks) adds nothing to
+    # the loss or its denominator: the update is the other role's alone
+    model, batch = rollout_batch
+    silent = batch._replace(role_weight=jnp.zeros_like(batch.role_weight))
+    opt = make_optimizer(CFG)
+    step = make_train_step(model.config, CFG, opt)
+    fresh = lambda: init_train_state(jax.tree.map(jnp.copy, model.params()), opt)  # noqa: E731
+    alone_state, alone = step(fresh(), None, (batch,))
+    both_state, both = step(fresh(), None, (batch, silent))
+    for key in ("loss", "grad_norm"):
+        np.testing.assert_allclose(float(both[key]), float(alone[key]), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(both_state.params), jax.tree.leaves(alone_state.params)):
+        np.testing.assert_allclose(a, b, atol=1e-6)

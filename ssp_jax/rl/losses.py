@@ -7,6 +7,9 @@ are replaced by zeros before any arithmetic, so even inf/NaN there is harmless).
 
 `policy_loss_terms` returns sums together with their denominators. Summing the terms of
 several micro-batches and dividing once (`finalize`) gives exactly the full-batch result.
+The denominators are role-weighted, so the loss is a weighted mean: a row of weight 0 (an
+excluded row, a direct slot's attacker sample, a dropped group, padding) adds nothing to
+the numerator or the denominator and does not dilute the update.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ class LossTerms(NamedTuple):
     """Scalar f32 sums of one (micro-)batch; add them across micro-batches, then `finalize`."""
 
     loss_sum: jax.Array  # objective summed per the aggregation (role-weighted)
-    denom: jax.Array  # masked tokens ("token") or sequences with any token ("sequence")
+    denom: jax.Array  # role-weighted masked tokens ("token") or rows with a token ("sequence")
     kl_sum: jax.Array  # k3 KL to the reference over masked tokens (0 without a reference)
     clip_count: jax.Array  # masked tokens whose ratio clip was active
     ratio_sum: jax.Array  # ratio exp(logp - old_logp) over masked tokens
@@ -106,8 +109,10 @@ def policy_loss_terms(logp: jax.Array, old_logp: jax.Array, ref_logp: jax.Array 
         ℓ[b, t] = w_b · ( -min(ρ A, clip(ρ, 1 - ε_low, 1 + ε_high) A) + β · k3(logp, ref_logp) )
 
     The KL term is present only when beta > 0 (then `ref_logp` is required). With m the mask:
-    - "token":    loss_sum = Σ_{b,t} m ℓ,                  denom = Σ_{b,t} m
-    - "sequence": loss_sum = Σ_b Σ_t m ℓ / max(Σ_t m, 1),  denom = #rows with Σ_t m > 0
+    - "token":    loss_sum = Σ_{b,t} m ℓ,                  denom = Σ_{b,t} m w_b
+    - "sequence": loss_sum = Σ_b Σ_t m ℓ / max(Σ_t m, 1),  denom = Σ_{b: Σ_t m > 0} w_b
+    so loss_sum / denom is the mean over weighted tokens (rows): weights [1, 0] give the
+    first row's loss alone, not half of it.
 
     logp, old_logp, ref_logp: `[B, T]` f32 log-probs of the sampled tokens (policy, sampler,
     frozen reference); advantages: `[B]` f32; loss_mask: `[B, T]` f32 (0/1);
@@ -136,14 +141,15 @@ def policy_loss_terms(logp: jax.Array, old_logp: jax.Array, ref_logp: jax.Array 
         kl_sum = jnp.sum(kl * mask)
         if beta > 0:
             per_token = per_token + beta * kl
-    per_token = per_token * mask * role_weight.astype(jnp.float32)[:, None]
+    weight = role_weight.astype(jnp.float32)
+    per_token = per_token * mask * weight[:, None]
     row_tokens = jnp.sum(mask, axis=1)
     if aggregation == "token":
         loss_sum = jnp.sum(per_token)
-        denom = jnp.sum(row_tokens)
+        denom = jnp.sum(row_tokens * weight)
     else:
         loss_sum = jnp.sum(jnp.sum(per_token, axis=1) / jnp.maximum(row_tokens, 1.0))
-        denom = jnp.sum((row_tokens > 0).astype(jnp.float32))
+        denom = jnp.sum(jnp.where(row_tokens > 0, weight, 0.0))
     return LossTerms(
         loss_sum=loss_sum,
         denom=denom,
@@ -154,13 +160,20 @@ def policy_loss_terms(logp: jax.Array, old_logp: jax.Array, ref_logp: jax.Array 
     )
 
 
+def safe_denominator(denom: jax.Array) -> jax.Array:
+    """`denom` where it is > 0, else 1: an all-zero-weight or fully masked batch gives a loss
+    (and gradient) of 0, not NaN. A weighted denominator may lie in (0, 1) (weights below 1)
+    and is used as it is."""
+    return jnp.where(denom > 0, denom, 1.0)
+
+
 def finalize(terms: LossTerms) -> dict[str, jax.Array]:
-    """Means from (accumulated) sums: `loss` = loss_sum / denom; `kl`, `clip_fraction` and
-    `ratio_mean` per masked token; `token_count`. Empty denominators count as 1, so a fully
-    masked batch reports 0, not NaN."""
+    """Means from (accumulated) sums: `loss` = loss_sum / denom (`safe_denominator`); `kl`,
+    `clip_fraction` and `ratio_mean` per masked token; `token_count`. Empty counts count as
+    1, so a fully masked batch reports 0, not NaN."""
     tokens = jnp.maximum(terms.token_count, 1.0)
     return {
-        "loss": terms.loss_sum / jnp.maximum(terms.denom, 1.0),
+        "loss": terms.loss_sum / safe_denominator(terms.denom),
         "kl": terms.kl_sum / tokens,
         "clip_fraction": terms.clip_count / tokens,
         "ratio_mean": terms.ratio_sum / tokens,

@@ -1,7 +1,8 @@
 """The policy update: one jitted, donated step over both roles' tokens.
 
 Gradients of the summed loss are accumulated over `micro_batches` slices with `lax.scan` and
-divided once by the summed denominator, so accumulation is exact. Micro-batches are strided
+divided once by the summed (role-weighted) denominator of every micro-batch of every role's
+batch, so accumulation is exact and the update is the weighted mean of `rl.losses`. Micro-batches are strided
 (`split_micro_batches`): each keeps its groups spread over the data-parallel shards. A step
 whose loss or gradients are not finite leaves parameters and optimizer state unchanged and
 says so in its metrics (`update_skipped`).
@@ -180,7 +181,7 @@ def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
             g, a = batch_terms(state.params, ref_params, batch, batch_sharding, key)
             grads, aux = _tree_add(grads, g), _tree_add(aux, a)
         terms, extra = aux
-        denom = jnp.maximum(terms.denom, 1.0)
+        denom = losses.safe_denominator(terms.denom)  # summed over micro-batches and roles
         grads = jax.tree.map(lambda g: g / denom, grads)
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(terms.loss_sum) & jnp.isfinite(grad_norm)
