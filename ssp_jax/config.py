@@ -85,6 +85,20 @@ def _value(cfg: TrainConfig, path: str) -> Any:
     return getattr(getattr(cfg, section), field)
 
 
+def _check_direct_slots(attacks: int, direct: int) -> None:
+    """Direct slots must leave the attacker at least two rows per goal: a group of one has
+    advantage 0 whatever its reward, so the attacker would not be trained (run 5 had A = 2,
+    one direct slot). `selfplay.static_attacks` is the way to train no attacker."""
+    if direct and attacks - direct < 2:
+        left = max(attacks - direct, 0)
+        raise ConfigError(
+            f"config field selfplay.direct_attacks_per_goal={direct} leaves {left} attacker "
+            f"row{'' if left == 1 else 's'} per goal of selfplay.attacks_per_goal={attacks}; "
+            "fewer than two give every attacker row advantage 0 (no attacker training); "
+            f"valid: 0 or at most selfplay.attacks_per_goal - 2 = {attacks - 2} (raise "
+            "attacks_per_goal, or use selfplay.static_attacks for no attacker)")
+
+
 def _check_values(cfg: TrainConfig) -> None:
     try:
         check_judge_section(cfg.judge)
@@ -104,10 +118,7 @@ def _check_values(cfg: TrainConfig) -> None:
             raise ConfigError(f"config field {path}={v!r} must be ≥ 0")
     if not 0 < cfg.selfplay.top_p <= 1:
         raise ConfigError(f"config field selfplay.top_p={cfg.selfplay.top_p!r} must be in (0, 1]")
-    if cfg.selfplay.direct_attacks_per_goal > cfg.selfplay.attacks_per_goal:
-        raise ConfigError(f"config field selfplay.direct_attacks_per_goal="
-                          f"{cfg.selfplay.direct_attacks_per_goal} must be ≤ "
-                          f"selfplay.attacks_per_goal={cfg.selfplay.attacks_per_goal}")
+    _check_direct_slots(cfg.selfplay.attacks_per_goal, cfg.selfplay.direct_attacks_per_goal)
     if not -1 <= cfg.selfplay.min_intent_similarity <= 1:
         raise ConfigError(f"config field selfplay.min_intent_similarity="
                           f"{cfg.selfplay.min_intent_similarity!r} must be a cosine in [-1, 1] "

@@ -78,7 +78,8 @@ def _selfplay() -> dict:
         intent_encoder="all-minilm-l6-v2",  # sentence encoder: the MiniLM wheel or a BERT folder
         # of the A attack slots per goal, the first k put the goal itself to the defender (the
         # attacker's sample there gets no advantage and no loss weight), so the defender also
-        # trains on direct requests; 0 = off, A = the static baseline with the attacker kept
+        # trains on direct requests; 0 = off, else at most A - 2 (the attacker keeps two rows
+        # per group, or its advantages are all 0)
         direct_attacks_per_goal=0,
         static_attacks=False,  # ablation: the defender gets the goals verbatim, no attacker
         attacker_weight=1.0,  # loss weight of attacker rows

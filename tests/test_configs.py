@@ -196,6 +196,25 @@ def test_derived_update_fields_name_where_they_are_set(field, home):
         validate(raw)
 
 
+@pytest.mark.parametrize("attacks, direct", [(2, 1), (3, 2), (4, 3), (2, 3)])
+def test_direct_slots_must_leave_the_attacker_two_rows_per_goal(attacks, direct):
+    # one attacker row per group has advantage 0: the attacker would not be trained
+    raw = plain_data(default_config.get_config())
+    raw["selfplay"].update(attacks_per_goal=attacks, direct_attacks_per_goal=direct)
+    with pytest.raises(ConfigError, match=(
+            f"selfplay.direct_attacks_per_goal={direct} leaves {max(attacks - direct, 0)} "
+            f"attacker rows? per goal.*valid: 0 or at most selfplay.attacks_per_goal - 2 = "
+            f"{attacks - 2}")):
+        validate(raw)
+
+
+@pytest.mark.parametrize("attacks, direct", [(2, 0), (3, 1), (4, 2)])
+def test_direct_slots_that_leave_two_attacker_rows_validate(attacks, direct):
+    raw = plain_data(default_config.get_config())
+    raw["selfplay"].update(attacks_per_goal=attacks, direct_attacks_per_goal=direct)
+    assert validate(raw).selfplay.direct_attacks_per_goal == direct
+
+
 def write_recipe_files(root: pathlib.Path) -> None:
     """The two files the SmolLM2 recipe trains on, under `root` (tiny but loadable)."""
     fixtures = pathlib.Path(__file__).parent / "fixtures" / "data"

@@ -100,16 +100,18 @@ def test_a_declined_or_off_intent_attack_costs_more_than_a_failed_one():
     assert got.r_att[0] < got.r_att[1] == 0.0 and got.att_adv[0] < 0 < got.att_adv[1]
 
 
-def test_a_direct_slot_trains_the_defender_but_not_the_attacker():
-    # goal 0, slot 0 put the goal itself to the defender (refused: 1), slot 1 the attacker's
-    # sample (complied: 5); a direct slot in the attacker's baseline would hand slot 1 a
-    # positive advantage for beating a prompt the attacker never wrote
-    x = RewardInputs(np.array([1.0, 5.0]), np.zeros(2, bool), np.zeros(2, bool),
-                     np.zeros(2, bool), np.zeros(0, bool), direct_attack=np.array([True, False]))
-    got = assemble_rewards(x, goals=1, attacks_per_goal=2, responses_per_attack=1,
-                           invalid_attack_penalty=-0.5, scale_by_std=True)
-    np.testing.assert_array_equal(got.att_keep, [False, True])
-    np.testing.assert_array_equal(got.att_adv, [0.0, 0.0])
+def test_a_direct_slot_trains_the_defender_and_the_other_slots_train_the_attacker():
+    # goal 0, A = 3: slot 0 put the goal itself to the defender (refused: 1), slots 1 and 2
+    # the attacker's samples (complied: 5, refused: 1). The direct slot stays out of the
+    # attacker's baseline (else slot 1 would gain for beating a prompt the attacker never
+    # wrote); the two attacker rows left still carry a signal.
+    x = RewardInputs(np.array([1.0, 5.0, 1.0]), np.zeros(3, bool), np.zeros(3, bool),
+                     np.zeros(3, bool), np.zeros(0, bool),
+                     direct_attack=np.array([True, False, False]))
+    got = assemble_rewards(x, goals=1, attacks_per_goal=3, responses_per_attack=1,
+                           invalid_attack_penalty=-0.5, scale_by_std=False)
+    np.testing.assert_array_equal(got.att_keep, [False, True, True])
+    np.testing.assert_allclose(got.att_adv, [0.0, 0.5, -0.5])
     assert got.def_keep.all() and got.def_adv[0] > 0 > got.def_adv[1]
 
 

@@ -66,20 +66,20 @@ def test_static_attacks_put_the_goals_to_the_defender_and_train_no_attacker():
 
 
 def test_direct_slots_put_the_goal_to_the_defender_and_keep_the_attacker_elsewhere():
-    sp = tiny_selfplay(goals_per_step=2, attacks_per_goal=2, responses_per_attack=2,
+    sp = tiny_selfplay(goals_per_step=2, attacks_per_goal=3, responses_per_attack=2,
                        attacker_max_tokens=6, defender_max_tokens=6, benign_per_step=0,
                        direct_attacks_per_goal=1)
     ro = _rollout(sp, default_checks())
     # fresh rows (g * A + a) * R + r: slot a = 0 carries goal g itself
-    assert [ro.attacks[(g * 2) * 2] for g in range(2)] == ["goal number 0 please",
+    assert [ro.attacks[(g * 3) * 2] for g in range(2)] == ["goal number 0 please",
                                                            "goal number 1 please"]
-    assert len(ro.attacker_samples) == 4
+    assert len(ro.attacker_samples) == 6
     assert ro.attacks[2] == ro.attacks[3] == ro.attacker_samples[1]
-    weight = ro.batches[0].role_weight.reshape(-1, 2)[:2]  # [goal, slot], padding groups cut
+    weight = ro.batches[0].role_weight.reshape(-1, 3)[:2]  # [goal, slot], padding groups cut
     assert (weight[:, 0] == 0).all()
     assert {"refusal/direct_rate", "refusal/attack_rate"} <= set(ro.metrics)
-    with pytest.raises(ConfigError, match="direct_attacks_per_goal=3 must be ≤"):
-        validate(tiny_config(selfplay__direct_attacks_per_goal=3,
+    with pytest.raises(ConfigError, match="direct_attacks_per_goal=1 leaves 1 attacker row"):
+        validate(tiny_config(selfplay__direct_attacks_per_goal=1,
                              selfplay__attacks_per_goal=2))
 
 
