@@ -18,7 +18,7 @@ from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.judge.base import Judge
 from ssp_jax.judge.degenerate import DegenerateCheck
 from ssp_jax.judge.intent import IntentCheck
-from ssp_jax.judge.refusal import refusal_detector
+from ssp_jax.judge.refusal import either_refusal_detector
 from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
@@ -74,16 +74,17 @@ def _mean(x: np.ndarray) -> float:
 class PlayChecks(NamedTuple):
     """Host-side text checks `play()` runs besides the judge."""
 
-    is_refusal: Callable[[str], bool]  # the defender declines (benign rows, refusal rates)
+    # the defender declines, by the strict or the lenient check (benign rows, refusal rates)
+    is_refusal: Callable[[str], bool]
     attack_refusal: Callable[[str], bool]  # the attacker declines its brief
     degenerate: Callable[[str], bool]  # loops, symbol strings, empty text
     intent: IntentCheck | None  # off-intent attacks (None: not checked)
 
 
 def default_checks(intent: IntentCheck | None = None) -> PlayChecks:
-    """The refusal detector, the attacker-refusal check, the degenerate-text check and
-    `intent`."""
-    return PlayChecks(refusal_detector(), AttackRefusalCheck().is_refusal,
+    """The refusal detector (strict or lenient), the attacker-refusal check, the
+    degenerate-text check and `intent`."""
+    return PlayChecks(either_refusal_detector(), AttackRefusalCheck().is_refusal,
                          lambda t: DegenerateCheck().check(t).flag, intent)
 
 
