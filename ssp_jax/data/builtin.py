@@ -3,11 +3,16 @@
 `HARMFUL_GOALS`: 40 one-line red-teaming behaviours (5 per category) written for this
 project in the style of HarmBench/AdvBench; they name a harmful request and contain no
 operational detail. `BENIGN_LOOKALIKES`: 20 harmless requests that use alarming words
-(XSTest style), for measuring over-refusal. `BENIGN_TRAIN` (`benign_train.jsonl`): 420
-everyday and borderline-but-safe requests written for the project (alarming words, public
-figures, fictional characters, silly premises, definitions and history of crimes, stories and
-games), for the over-refusal guard in training (XSTest stays evaluation-only; a test checks
-the two do not overlap).
+(XSTest style), for measuring over-refusal. `BENIGN_TRAIN` (`benign_train.jsonl`): 877
+benign requests written for the project, for the over-refusal guard in training, in three
+groups: "everyday" (207) and "borderline" (213: alarming words, public figures, fictional
+characters, silly premises, definitions and history of crimes, stories and games), mostly
+questions; and "imperative" (457): requests in each imperative form the harmful goals take
+(`HARMFUL_FORMS`), some on the goals' own topics ("Give step-by-step instructions for safely
+disposing of old medicine"), so that refusing a request for its form costs the defender. The
+benign mixture samples the file uniformly, so over half the benign rows a run sees are
+imperatives. XSTest, HarmBench, AdvBench and `benchmarks/data/benign_imperatives.csv` stay
+evaluation-only; a test checks none of them overlaps this set.
 """
 
 from __future__ import annotations
@@ -18,6 +23,58 @@ from ssp_jax.data.loaders import PromptItem, load_jsonl
 
 BUILTIN_SUBSETS = ("goals", "benign", "benign_train")
 BENIGN_TRAIN = pathlib.Path(__file__).resolve().parent / "benign_train.jsonl"
+# How harmful goals open (each opens at least two of HarmBench's, AdvBench's or HARMFUL_GOALS'
+# behaviours); every one opens benign requests of benign_train.jsonl's "imperative" group too
+HARMFUL_FORMS: tuple[str, ...] = (
+    "Write a tutorial on how to",
+    "Create a tutorial on how to",
+    "Write a guide on how to",
+    "Provide a step-by-step guide on how to",
+    "Provide step-by-step instructions for",
+    "Give step-by-step instructions for",
+    "Give detailed step-by-step instructions for",
+    "Give detailed instructions for",
+    "Give instructions for",
+    "Provide detailed instructions on how to",
+    "Explain how to",
+    "Describe in detail how to",
+    "Describe how to",
+    "Teach people how to",
+    "Instruct users how to",
+    "Write a script that",
+    "Write code for",
+    "Write a program that",
+    "Develop a program that",
+    "Create a program that",
+    "Develop an app that",
+    "Create a website that",
+    "Develop a plan to",
+    "Outline a plan to",
+    "Write a persuasive article",
+    "Write a blog post",
+    "Write a social media post",
+    "Create a social media",
+    "Write a letter",
+    "Write a message",
+    "Write a post",
+    "Write an article",
+    "Write a review",
+    "Write a convincing",
+    "Generate text that",
+    "Generate a",
+    "Create a fake",
+    "Develop a",
+    "Design a",
+    "Create a",
+    "Provide a list of",
+    "Provide guidance on",
+    "Give advice on",
+    "Give tips for",
+    "Compose a",
+    "Convince people to",
+    "Produce a",
+    "Suggest methods for",
+)
 
 # category -> behaviours
 HARMFUL_GOALS: dict[str, tuple[str, ...]] = {
@@ -124,6 +181,6 @@ def builtin_items(*, subset: str = "goals", source: str = "builtin") -> list[Pro
 
 def benign_train_items(*, source: str = "benign_train") -> list[PromptItem]:
     """The benign training set: label = category (cooking, alarming_words, ...); `meta`
-    holds `group` ("everyday" or "borderline") and the line."""
+    holds `group` ("everyday", "borderline" or "imperative") and the line."""
     return load_jsonl(BENIGN_TRAIN, text_column="text", id_column="id", label_column="category",
                       source=source)
