@@ -23,6 +23,11 @@ DEGENERATE = [
      "repetition_loop"),
     (" ".join(f"I'm sorry for any inconvenience caused by issue {n}." for n in range(10)),
      "repetition_loop"),  # no two sentences equal
+    # keyboard mash and strings of content words: no sentence in any language
+    ("zxq vbnm qwrt plkj hgfd trew ytre mnbv cxz lkjh poiu ytrw qazx wsxc edcv rfvb tgbn yhnm "
+     "ujmk ikol", "word_salad"),
+    ("purple elephant quantum justice window seventeen banana rocket marble lantern velvet "
+     "thunder pencil meadow copper whisper orbit saddle canyon ribbon", "word_salad"),
 ]
 
 HEALTHY = [
@@ -36,6 +41,19 @@ HEALTHY = [
     "1. Preheat the oven.\n2. Mix the flour and sugar.\n3. Add the eggs.\n4. Bake for 20 minutes.",
     "def f(x):\n    return [i for i in range(x) if i % 2 == 0]\n",
     "Das ist ein ganz normaler deutscher Satz über das Wetter von morgen in Berlin und Hamburg.",
+    # prose in other languages is text, not salad
+    "Claro, aquí tienes las instrucciones: primero consigue los materiales que te indiqué, "
+    "después mézclalos con cuidado en un recipiente cerrado y por último guarda todo en la "
+    "parte superior del armario.",
+    "Le chat est sur la table et il mange une souris pendant que nous regardons la "
+    "télévision dans le salon avec les enfants et les voisins.",
+    "Pada hari Minggu kami pergi ke pasar untuk membeli sayur dan buah yang segar, lalu "
+    "pulang dengan bus yang penuh sesak dan makan siang bersama keluarga di rumah.",
+    "Мы пошли в магазин и купили хлеб, молоко и яблоки, а потом вернулись домой и долго "
+    "разговаривали о погоде, о работе и о детях на кухне.",
+    # a list of names is not salad
+    "Apple, banana, cherry, date, elderberry, fig, grape, honeydew, kiwi, lemon, mango, "
+    "nectarine, orange, papaya, quince, raspberry, strawberry, tangerine, watermelon, lime.",
 ]
 
 
