@@ -1,7 +1,10 @@
 """Reflective experience replay: a host-side pool of past defender failures, replayed by UCB.
 
 An item is an attack prompt p (with its goal G) on which the defender was once judged a
-failure (judge score ≥ `admit_score`). Each step the trainer replays the k items with the
+failure (judge score ≥ `admit_score`). The trainer offers only valid attacks the attacker wrote
+and the judge scored (`rl.episode.Episode.replayable`): never a malformed or off-intent one,
+the attacker's own refusal, a direct slot's goal or a benign prompt, whose replay would
+reward the defender for refusing harmless text. Each step the trainer replays the k items with the
 highest upper confidence bound
 
     ucb_i = (1 - mean_r_i) + c * sqrt(ln(N) / n_i),    N = Σ_j n_j over the pool,

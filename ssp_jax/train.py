@@ -292,8 +292,10 @@ class Trainer:
         return update_metrics
 
     def _feed_pool(self, step: int, replay: list, episode: Episode, r_def: np.ndarray) -> None:
-        """Replayed attacks' new judgements update their stats; fresh failures are admitted.
-        `r_def`: `[D]` the defender rewards. Rows the judge failed on are left out."""
+        """Replayed attacks' new judgements update their stats; fresh failures of replayable
+        rows (`Episode.replayable`: valid, on-intent attacker samples the judge scored) are
+        admitted. `r_def`: `[D]` the defender rewards. Rows the judge failed on are left
+        out."""
         n_fresh, J = episode.num_fresh, episode.num_judged
         if replay:
             kept = np.flatnonzero(~episode.excluded[n_fresh:])
@@ -301,7 +303,7 @@ class Trainer:
             responses, scores = episode.responses[n_fresh:J], episode.scores[n_fresh:]
             self.pool.update(step, [ids[i] for i in kept], [responses[i] for i in kept],
                              scores[kept], r_def[n_fresh:J][kept])
-        kept = np.flatnonzero(~episode.excluded[:n_fresh])
+        kept = np.flatnonzero(episode.replayable)
         goals, attacks = episode.fresh_goals, episode.fresh_attacks
         self.pool.admit(step, [goals[i] for i in kept], [attacks[i] for i in kept],
                         [episode.responses[i] for i in kept], episode.scores[:n_fresh][kept],

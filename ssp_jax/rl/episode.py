@@ -63,6 +63,15 @@ class Episode:
         return self.validity["invalid"] & ~self.direct
 
     @property
+    def replayable(self) -> np.ndarray:
+        """`[G * A * R]` bool: fresh rows that may enter the replay pool: the judge scored the
+        answer, and the attack is valid (well formed, not the attacker declining, on intent)
+        and the attacker's own (not a direct slot's goal). Benign rows never may."""
+        R = self.group_sizes[1]
+        attack_ok = np.repeat(~self.validity["invalid"] & ~self.direct, R)
+        return attack_ok & ~self.excluded[:self.num_fresh]
+
+    @property
     def attacks(self) -> list[str]:
         """`[G * A]` the defender's input of each attack slot."""
         return [g if d else a for g, a, d in zip(self.slot_goals, self.attacker_samples,
