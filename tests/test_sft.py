@@ -1,0 +1,147 @@
+"""Supervised refusal training: which sampled answers are kept, the cross-entropy against a
+NumPy reference, the update lowering it, and a tiny run whose checkpoints load."""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssp_jax.checkpoint import load_checkpoint
+from ssp_jax.models import forward, load
+from ssp_jax.rl.update import completion_logprobs, init_train_state
+from ssp_jax.sections import rl_section
+from ssp_jax.sft import (ANSWER, DECLINE, Candidate, RowPlan, SftChecks, SftSettings,
+                         keep_answers, keep_declines, make_sft_step, pack_batch, run_sft,
+                         sft_loss_terms, stream_indices)
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _c(text: str) -> Candidate:
+    return Candidate([len(text)], text)
+
+
+FAKE = SftChecks(declines=lambda t: t.startswith("No"), refuses=lambda t: t.startswith("No"),
+                 unreadable=lambda t: t == "###",
+                 on_topic=lambda p, a: np.array([x.split()[0] == y.split()[0]
+                                                 for x, y in zip(p, a)]))
+ACCEPT_ALL = SftChecks(declines=lambda t: True, refuses=lambda t: False,
+                       unreadable=lambda t: False, on_topic=None)
+
+
+def test_declines_keep_the_first_strict_decline_per_goal():
+    kept = keep_declines(["g1", "g2", "g3"],
+                         [[_c("Sure, step 1"), _c("No, I won't."), _c("No way.")],
+                          [_c("Sure"), _c("Here you go")],
+                          [_c("No.")]], FAKE)
+    assert [(e.prompt, e.answer.text, e.kind) for e in kept] == \
+        [("g1", "No, I won't.", DECLINE), ("g3", "No.", DECLINE)]
+
+
+def test_answers_keep_the_first_readable_on_topic_non_refusal():
+    kept = keep_answers(["cook rice", "tax forms", "bake bread"],
+                        [[_c("No, sorry."), _c("tax is due"), _c("cook it in water")],
+                         [_c("###"), _c("No.")],
+                         [_c("cook it"), _c("bake at 200C"), _c("bake longer")]], FAKE)
+    assert [(e.prompt, e.answer.text, e.kind) for e in kept] == \
+        [("cook rice", "cook it in water", ANSWER), ("bake bread", "bake at 200C", ANSWER)]
+    with pytest.raises(ValueError, match="2 prompts but 1 candidate lists"):
+        keep_answers(["a", "b"], [[_c("a")]], FAKE)
+
+
+def test_stream_serves_every_item_once_per_epoch_as_a_function_of_the_step():
+    first_epoch = np.concatenate([stream_indices(s, 3, 6, seed=1) for s in (0, 1)])
+    assert sorted(first_epoch.tolist()) == list(range(6))
+    assert np.array_equal(stream_indices(5, 3, 6, seed=1), stream_indices(5, 3, 6, seed=1))
+    assert sorted(np.concatenate([stream_indices(s, 3, 6, 1) for s in (2, 3)]).tolist()) == \
+        list(range(6))
+
+
+def test_rows_match_the_self_play_defender_batch():
+    from ssp_jax.sections import StepLayout
+
+    layout = StepLayout(goals=4, rollout_goals=4, group_sizes=(2, 4), replay_rows=2,
+                        benign_prompts=4, micro_batches=1, row_shards=8)
+    assert RowPlan.of(layout) == RowPlan(declines=40, answers=16, total=56)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tok = load("tiny-random", seed=1)
+    prompts = [tok.chat_prompt(t) for t in ("Tell me a story", "Write code please", "Why")]
+    answers = [tok.encode(t) + [tok.stop_ids[0]] for t in
+               ("I cannot help with that", "Sure here is a poem", "No")]
+    batch = pack_batch(prompts, answers, rows=4, prompt_length=24, answer_length=12,
+                       pad_id=tok.pad_id)
+    return model, batch
+
+
+def test_cross_entropy_matches_a_numpy_reference(tiny):
+    model, batch = tiny
+    logp, _ = completion_logprobs(model.params(), model.config, batch.prompt_tokens,
+                                  batch.prompt_mask, batch.tokens, 1.0)
+    ce_sum, count = sft_loss_terms(logp, jnp.asarray(batch.loss_mask))
+    want, n = 0.0, 0
+    for r in range(3):  # the fourth row is padding
+        p = batch.prompt_tokens[r, :batch.prompt_mask[r].sum()]
+        a = batch.tokens[r, :int(batch.loss_mask[r].sum())]
+        logits = np.asarray(forward(model.params(), model.config,
+                                    jnp.asarray(np.concatenate([p, a])[None]))[0], np.float64)
+        z = logits[len(p) - 1:len(p) - 1 + len(a)]
+        logz = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
+        want -= float(np.sum(z[np.arange(len(a)), a] - logz))
+        n += len(a)
+    assert float(count) == n
+    np.testing.assert_allclose(float(ce_sum), want, rtol=1e-4)
+
+
+@pytest.mark.parametrize("micro_batches", [1, 2])
+def test_sft_update_lowers_the_loss_on_its_batch(tiny, micro_batches):
+    model, batch = tiny
+    rl = rl_section(learning_rate=1e-2)
+    optimizer = rl.optimizer(10)
+    step = make_sft_step(model.config, optimizer, rl.learning_rate_schedule(10), micro_batches)
+    state = init_train_state(jax.tree.map(jnp.copy, model.params()), optimizer)
+    losses = []
+    for _ in range(4):
+        state, metrics = step(state, None, jax.tree.map(jnp.asarray, batch))
+        losses.append(float(metrics["loss"]))
+        assert float(metrics["update_skipped"]) == 0.0
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert int(state.step) == 4
+
+
+def test_tiny_run_writes_checkpoints_the_evaluation_loads(tmp_path):
+    from ml_collections.config_flags import config_flags
+
+    config = config_flags.ConfigFileFlagParser(name="config").parse(str(ROOT / "configs/tiny.py"))
+    config.train.num_steps = 3
+    config.ckpt.every_steps = 2
+    settings = SftSettings(steps=3, prompts=4, samples=2, refusal_system_prompt="Refuse.",
+                           on_topic_threshold=0.0, batch_size=4, reset_optimizer=False)
+    out = run_sft(config, tmp_path / "run", settings, ACCEPT_ALL)
+    assert out["data"] == {"goals_tried": 4, "declines_kept": 4, "benign_tried": 4,
+                           "answers_kept": 4}
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["2", "3"]
+    model, tok, step = load_checkpoint(tmp_path / "run" / "checkpoints" / "3")
+    assert step == 3 and model.config.vocab_size > 0
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["step"] for r in records] == [1, 2, 3] and "sft/loss" in records[0]
+    kept = [json.loads(x) for x in (tmp_path / "run" / "sft_data.jsonl").open()]
+    assert {r["kind"] for r in kept} == {DECLINE, ANSWER} and len(kept) == 8
+    with pytest.raises(ValueError, match="already has checkpoints"):
+        run_sft(config, tmp_path / "run", settings, ACCEPT_ALL)
+
+
+def test_no_decline_among_the_samples_is_a_clear_error(tmp_path):
+    from ml_collections.config_flags import config_flags
+
+    config = config_flags.ConfigFileFlagParser(name="config").parse(str(ROOT / "configs/tiny.py"))
+    settings = SftSettings(steps=1, prompts=2, samples=1, refusal_system_prompt="Refuse.",
+                           on_topic_threshold=0.0, batch_size=2, reset_optimizer=False)
+    never = ACCEPT_ALL._replace(declines=lambda t: False)
+    with pytest.raises(ValueError, match="none of the 2 sampled answers to 2 goals"):
+        run_sft(config, tmp_path / "run", settings, never)
