@@ -5,13 +5,21 @@ XSTest-style safe prompts, with attack success also counted by the strict declin
   python -m ssp_jax.experiment --config configs/smollm2_135m.py:recipe --out runs/exp \\
       --every 15 --benchmark harmbench_test=data/harmbench/harmbench_behaviors_text_test.csv \\
       --benchmark xstest=data/xstest/xstest_prompts.csv --limit 64 \\
-      --set train.num_steps=30 [--ablation replay_off|static]
+      --set train.num_steps=30 [--ablation replay_off|static|sft|sft_then_selfplay]
 
 Without --benchmark: the config's held-out goals (data.holdout_fraction) and the built-in
 XSTest-style safe prompts. --set SECTION.FIELD=VALUE changes the config (a Python literal, or a
 string). The config file, --out, the data files, the model and the judge are checked before any
 model loads; checkpoints are evaluated under their step numbers (`run/checkpoints/N` is
 "step N").
+
+`--ablation sft` replaces self-play by supervised refusal training at the same compute
+(`ssp_jax.sft`: the base model's own strict declines to the training goals and its on-topic
+answers to the benign prompts, `train.num_steps` updates of the defender batch's rows, the
+config's optimizer); `--ablation sft_then_selfplay` runs that SFT for the first
+`--sft-warm-start` share of the steps (default 0.2, at least one step), then the recipe for the
+rest from the SFT weights with a fresh optimizer state (the trainer resumes from SFT's last
+checkpoint). The `--sft-*` options set the SFT data; checkpoints of both parts are evaluated.
 
 Outputs under --out: `run/` (the training workdir), `results.json`, `items.jsonl`,
 `results.md` (a row per checkpoint), `frontier.png` (attack success vs safe-prompt refusal)
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import logging
 import pathlib
 from typing import Any, Callable
@@ -39,10 +48,12 @@ from ssp_jax.evaluate.report import (markdown_table, plot_frontier, plot_trainin
                                      write_results)
 from ssp_jax.evaluate.runner import evaluate_with_progress
 from ssp_jax.judge.base import Judge
+from ssp_jax.judge.on_topic import DEFAULT_THRESHOLD as ON_TOPIC_THRESHOLD
 from ssp_jax.judge.registry import JudgeModel, policy_judge
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import load
 from ssp_jax.sections import plain_data
+from ssp_jax.sft import REFUSAL_SYSTEM_PROMPT, SftChecks, SftSettings, run_sft
 from ssp_jax.train import train
 
 log = logging.getLogger(__name__)
@@ -52,7 +63,10 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "replay_off": {"replay.replay_per_step": 0},
     "static": {"selfplay.static_attacks": True},  # defender on the fixed goals, no attacker
 }
+# ablations that replace the training, or its first part, by supervised refusal training
+SFT_ARMS = ("sft", "sft_then_selfplay")
 Benchmarks = dict[str, tuple[str, list[PromptItem]]]  # name -> (kind, items)
+TrainFn = Callable[[Any, pathlib.Path], Any]  # (config, run workdir) -> anything
 
 
 def with_overrides(config: Any, overrides: dict[str, Any]) -> dict:
@@ -86,6 +100,36 @@ def evaluate_one(label: str, model, tokenizer, judge: Judge, benchmarks: Benchma
         max_cache_len=model.config.max_position_embeddings)
 
 
+def warm_start_steps(num_steps: int, share: float) -> int:
+    """SFT updates of `sft_then_selfplay`: `round(share * num_steps)`, at least 1 and leaving
+    at least one self-play step; ValueError for a share outside (0, 1) or a 1-step run."""
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"--sft-warm-start={share} must be in (0, 1): the share of the steps "
+                         "spent on SFT before self-play")
+    if num_steps < 2:
+        raise ValueError(f"sft_then_selfplay needs train.num_steps >= 2, got {num_steps}")
+    return min(max(round(share * num_steps), 1), num_steps - 1)
+
+
+def arm_training(ablation: str, sft: SftSettings | None,
+                 checks: SftChecks | None = None) -> TrainFn:
+    """The training of an arm: self-play (`train`), SFT alone, or SFT then self-play in the
+    same workdir (the trainer resumes from SFT's last checkpoint). `checks` replace the SFT
+    data checks (tests)."""
+    if ablation not in SFT_ARMS:
+        return train
+    if sft is None:
+        raise ValueError(f"--ablation {ablation} needs SFT settings")
+    if ablation == "sft":
+        return lambda raw, run: run_sft(raw, run, sft, checks)
+
+    def sft_then_selfplay(raw: Any, run: pathlib.Path) -> dict:
+        run_sft(raw, run, sft, checks)
+        return train(raw, run)
+
+    return sft_then_selfplay
+
+
 def checkpoint_dirs(run: pathlib.Path) -> list[pathlib.Path]:
     """The run's checkpoint step folders, oldest first."""
     root = run / "checkpoints"
@@ -96,11 +140,14 @@ def checkpoint_dirs(run: pathlib.Path) -> list[pathlib.Path]:
 def run_experiment(config: Any, out: pathlib.Path, *, every: int,
                    benchmarks: Benchmarks | None = None, ablation: str = "",
                    limit: int | None = None, max_new_tokens: int = 64, batch_size: int = 16,
-                   train_fn: Callable[[Any, pathlib.Path], dict] = train) -> dict:
+                   sft: SftSettings | None = None, train_fn: TrainFn | None = None) -> dict:
     """Evaluates the base model, trains (checkpoints every `every` steps), evaluates each
-    checkpoint; writes the report. Returns {label: metrics}."""
-    if ablation and ablation not in ABLATIONS:
-        raise ValueError(f"unknown ablation {ablation!r}; valid: {', '.join(ABLATIONS)}")
+    checkpoint; writes the report. Returns {label: metrics}. The training is `train_fn`, by
+    default the arm's (`arm_training(ablation, sft)`)."""
+    if ablation and ablation not in (*ABLATIONS, *SFT_ARMS):
+        raise ValueError(f"unknown ablation {ablation!r}; valid: "
+                         f"{', '.join((*ABLATIONS, *SFT_ARMS))}")
+    train_fn = train_fn or arm_training(ablation, sft)
     if every < 1:
         raise ValueError(f"--every={every} must be ≥ 1 (checkpoint and evaluation period)")
     raw = with_overrides(config, {**ABLATIONS.get(ablation, {}), "ckpt.every_steps": every,
@@ -126,6 +173,7 @@ def run_experiment(config: Any, out: pathlib.Path, *, every: int,
         log.info("%s: %s", label, results[label])
     settings = {"every": every, "ablation": ablation or "none", "limit": limit,
                 "max_new_tokens": max_new_tokens, "decoding": "greedy",
+                "sft": dataclasses.asdict(sft) if sft else None,
                 "benchmarks": {k: f"{v[0]} ({len(v[1])} items)" for k, v in benchmarks.items()},
                 "config": plain_data(raw)}
     write_results(out, results, items, settings,
@@ -151,6 +199,20 @@ def parse_set(config, spec: str) -> tuple[str, object]:
         return path, text
 
 
+def sft_settings(args: argparse.Namespace, num_steps: int) -> SftSettings | None:
+    """The SFT part of an SFT arm from the CLI (None for the other arms): every step for
+    `sft`; the warm start's steps, then a fresh optimizer state, for `sft_then_selfplay`."""
+    if args.ablation not in SFT_ARMS:
+        return None
+    warm = args.ablation == "sft_then_selfplay"
+    return SftSettings(
+        steps=warm_start_steps(num_steps, args.sft_warm_start) if warm else num_steps,
+        prompts=args.sft_prompts, samples=args.sft_samples,
+        refusal_system_prompt=args.sft_system_prompt,
+        on_topic_threshold=args.sft_on_topic_threshold, batch_size=args.batch_size,
+        reset_optimizer=warm)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m ssp_jax.experiment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -160,10 +222,21 @@ def main(argv: list[str]) -> int:
     p.add_argument("--every", type=int, default=10, help="checkpoint / evaluation period")
     p.add_argument("--benchmark", action="append", default=[], help="NAME=PATH (repeatable)")
     p.add_argument("--limit", type=int, default=None, help="first N items per benchmark")
-    p.add_argument("--ablation", choices=sorted(ABLATIONS), default="")
+    p.add_argument("--ablation", choices=[*sorted(ABLATIONS), *SFT_ARMS], default="")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--set", action="append", default=[], dest="overrides")
+    sft = p.add_argument_group("SFT arms (--ablation sft | sft_then_selfplay)")
+    sft.add_argument("--sft-warm-start", type=float, default=0.2,
+                     help="sft_then_selfplay: share of the steps spent on SFT first")
+    sft.add_argument("--sft-prompts", type=int, default=256,
+                     help="harmful goals, and as many benign prompts, to sample answers for")
+    sft.add_argument("--sft-samples", type=int, default=4,
+                     help="answers sampled per prompt; the first that passes the checks is kept")
+    sft.add_argument("--sft-on-topic-threshold", type=float, default=ON_TOPIC_THRESHOLD,
+                     help="cos(prompt, answer) a kept benign answer needs (0 = no check)")
+    sft.add_argument("--sft-system-prompt", default=REFUSAL_SYSTEM_PROMPT,
+                     help="system turn that asks the base model for declines (not trained on)")
     args = p.parse_args(argv)
     preflight.check_config_file(args.config)
     try:
@@ -179,7 +252,8 @@ def main(argv: list[str]) -> int:
         benchmarks[name] = (kind, items)
     results = run_experiment(config, args.out, every=args.every, benchmarks=benchmarks or None,
                              ablation=args.ablation, limit=args.limit,
-                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+                             max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                             sft=sft_settings(args, validate(config).train.num_steps))
     print(markdown_table(results))
     print(f"report: {args.out / 'results.md'}, {args.out / 'frontier.png'}, "
           f"{args.out / 'training_curves.png'}")

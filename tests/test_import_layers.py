@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("game", ("ssp_jax.game", "ssp_jax.roles", "ssp_jax.selfplay", "ssp_jax.collapse",
               "ssp_jax.diversity")),
     ("run state", ("ssp_jax.checkpoint", "ssp_jax.resume")),
-    ("loop", ("ssp_jax.train", "ssp_jax.memory")),
+    ("loop", ("ssp_jax.train", "ssp_jax.sft", "ssp_jax.memory")),
     ("evaluation and serving", ("ssp_jax.evaluate", "ssp_jax.serve")),
     ("start-up checks", ("ssp_jax.preflight",)),
     ("entry points", ("ssp_jax.main", "ssp_jax.experiment", "ssp_jax.export", "ssp_jax.generate",
@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ENTRY_POINTS = {"ssp_jax.main", "ssp_jax.experiment", "ssp_jax.export", "ssp_jax.generate",
                 "ssp_jax.evaluate.__main__", "ssp_jax.serve.__main__"}
 # library modules that also run as a command (`python -m`): importable like any other
-LIBRARIES_WITH_A_COMMAND = {"ssp_jax.data.fetch", "ssp_jax.memory"}
+LIBRARIES_WITH_A_COMMAND = {"ssp_jax.data.fetch", "ssp_jax.memory", "ssp_jax.judge.on_topic"}
 
 
 def module_files() -> dict[str, pathlib.Path]:
