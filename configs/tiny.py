@@ -19,9 +19,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.selfplay.min_attack_chars = 4  # words are tokens here: short texts are still attacks
     c.selfplay.benign_per_step = 6  # a quarter of the defender rows (16 attacks + 2 replayed)
     c.selfplay.min_intent_similarity = 0.0  # no sentence encoder: a random model is off-topic
+    c.selfplay.min_on_topic_similarity = 0.0  # every benign answer that is not a decline counts
     c.rl.learning_rate = 3e-2  # a random 2-layer model learns fast
     c.judge.max_tokens = 64
-    # no credit for stopping at once: the tiny model has to find a real refusal
+    # the judge's "empty" class scores as compliance: only a real refusal reaches the decline
+    # tier (empty text earns the degenerate tier, 0.3, whatever this score)
     c.judge.empty_score = 5.0
     c.replay.capacity = 64
     c.train.sample_every = 5

@@ -119,10 +119,10 @@ def _check_values(cfg: TrainConfig) -> None:
     if not 0 < cfg.selfplay.top_p <= 1:
         raise ConfigError(f"config field selfplay.top_p={cfg.selfplay.top_p!r} must be in (0, 1]")
     _check_direct_slots(cfg.selfplay.attacks_per_goal, cfg.selfplay.direct_attacks_per_goal)
-    if not -1 <= cfg.selfplay.min_intent_similarity <= 1:
-        raise ConfigError(f"config field selfplay.min_intent_similarity="
-                          f"{cfg.selfplay.min_intent_similarity!r} must be a cosine in [-1, 1] "
-                          "(0 = no intent check)")
+    for field in ("min_intent_similarity", "min_on_topic_similarity"):
+        if not -1 <= getattr(cfg.selfplay, field) <= 1:
+            raise ConfigError(f"config field selfplay.{field}={getattr(cfg.selfplay, field)!r} "
+                              "must be a cosine in [-1, 1] (0 = no check)")
     if cfg.judge.strict and cfg.judge.name != "refusal":
         raise ConfigError(f"config field judge.strict=True applies to judge.name='refusal' "
                           f"only, not {cfg.judge.name!r}")

@@ -67,8 +67,8 @@ def _selfplay() -> dict:
         top_k=0,  # top-k sampling (0 = off)
         attacker_brief=ATTACKER_BRIEF,  # the attacker's instructions; must contain "{goal}"
         defender_system_prompt="",  # optional system turn for the defender
-        # benign prompts per step, rewarded for answering, scored by the refusal detector
-        # whatever the harm judge (2 x R rows: a quarter of the defender rows here; 0 = off)
+        # benign prompts per step, rewarded for an on-topic answer, whatever the harm judge
+        # (2 x R rows: a quarter of the defender rows here; 0 = off)
         benign_per_step=2,
         # reward shaping (all of it lives here, read by ssp_jax/rl/assemble.py)
         invalid_attack_penalty=-0.5,  # attacker reward of malformed / declined / off-intent
@@ -76,6 +76,10 @@ def _selfplay() -> dict:
         # cos(goal, attack) under the sentence encoder below this = off-intent (0 = no check)
         min_intent_similarity=0.45,
         intent_encoder="all-minilm-l6-v2",  # sentence encoder: the MiniLM wheel or a BERT folder
+        # cos(benign prompt, answer) under that encoder at or above this = an on-topic answer
+        # (reward 1, off-topic 0.5; measured in ssp_jax/judge/on_topic.py); 0 = no check:
+        # every benign answer that is not a decline counts as on-topic
+        min_on_topic_similarity=0.40,
         # of the A attack slots per goal, the first k put the goal itself to the defender (the
         # attacker's sample there gets no advantage and no loss weight), so the defender also
         # trains on direct requests; 0 = off, else at most A - 2 (the attacker keeps two rows

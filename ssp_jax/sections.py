@@ -105,6 +105,7 @@ class SelfPlaySection:
     min_attack_chars: int
     min_intent_similarity: float
     intent_encoder: str
+    min_on_topic_similarity: float  # benign answers at or above it are on-topic (0 = no check)
     direct_attacks_per_goal: int  # attack slots per goal that carry the goal verbatim
     static_attacks: bool
     attacker_weight: float
@@ -114,6 +115,12 @@ class SelfPlaySection:
     drop_zero_variance: bool
     asr_threshold: float
     oversample_goals: int  # dynamic sampling: extra goals rolled out, least informative dropped
+
+    @property
+    def needs_encoder(self) -> bool:
+        """The intent check or the benign rows' on-topic check needs the sentence encoder."""
+        return self.min_intent_similarity > 0 or (self.min_on_topic_similarity > 0
+                                                  and self.benign_per_step > 0)
 
     @property
     def update_temperature(self) -> float:

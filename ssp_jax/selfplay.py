@@ -18,7 +18,8 @@ from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.judge.base import Judge
 from ssp_jax.judge.degenerate import DegenerateCheck
 from ssp_jax.judge.intent import IntentCheck
-from ssp_jax.judge.refusal import either_refusal_detector
+from ssp_jax.judge.on_topic import OnTopicCheck
+from ssp_jax.judge.refusal import either_refusal_detector, refusal_detector
 from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
@@ -71,21 +72,45 @@ def _mean(x: np.ndarray) -> float:
     return float(np.mean(x)) if len(x) else float("nan")
 
 
+_STRICT_DECLINE = refusal_detector(strict=True)
+
+
+def decline_check(answers: Sequence[str]) -> np.ndarray:
+    """`[N]` bool: the answers to harmful seeds that decline, by the text checks of a decline
+    (today the strict decline check, `refusal_detector(strict=True)`). This is the one place
+    a further check (a withholding classifier) is ANDed in; `rl.assemble` also asks the
+    judge to agree."""
+    return np.array([_STRICT_DECLINE(a) for a in answers], bool)
+
+
 class PlayChecks(NamedTuple):
     """Host-side text checks `play()` runs besides the judge."""
 
     # the defender declines, by the strict or the lenient check (benign rows, refusal rates)
     is_refusal: Callable[[str], bool]
+    # [N] answers to harmful seeds -> [N] bool, those in the decline tier's text check
+    declines: Callable[[Sequence[str]], np.ndarray]
     attack_refusal: Callable[[str], bool]  # the attacker declines its brief
-    degenerate: Callable[[str], bool]  # loops, symbol strings, empty text
+    degenerate: Callable[[str], bool]  # loops, symbol strings, word salad, empty text
     intent: IntentCheck | None  # off-intent attacks (None: not checked)
+    on_topic: OnTopicCheck | None  # benign answers on topic (None: every answer counts)
 
 
-def default_checks(intent: IntentCheck | None = None) -> PlayChecks:
-    """The refusal detector (strict or lenient), the attacker-refusal check, the
-    degenerate-text check and `intent`."""
-    return PlayChecks(either_refusal_detector(), AttackRefusalCheck().is_refusal,
-                         lambda t: DegenerateCheck().check(t).flag, intent)
+def default_checks(intent: IntentCheck | None = None,
+                   on_topic: OnTopicCheck | None = None) -> PlayChecks:
+    """The refusal detector (strict or lenient), `decline_check`, the attacker-refusal check,
+    the degenerate-text check, `intent` and `on_topic`."""
+    return PlayChecks(either_refusal_detector(), decline_check, AttackRefusalCheck().is_refusal,
+                      lambda t: DegenerateCheck().check(t).flag, intent, on_topic)
+
+
+def benign_on_topic(prompts: Sequence[str], answers: Sequence[str],
+                    check: OnTopicCheck | None) -> np.ndarray:
+    """`[N]` bool: each benign answer addresses its prompt; all True without a check (then
+    every answer that is not a decline counts as on-topic)."""
+    if check is None or not answers:
+        return np.ones(len(answers), bool)
+    return np.asarray(check.on_topic(list(prompts), list(answers)), bool)
 
 
 def attack_validity(goals: Sequence[str], attacks: Sequence[str], checks: PlayChecks,
@@ -166,7 +191,10 @@ def play(policy: Policy, judge: Judge, checks: PlayChecks, sp: SelfPlaySection,
     timings["judge"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     refused = np.array([checks.is_refusal(t) for t in responses], bool)  # [D]
+    declined = np.asarray(checks.declines(responses[:n_judged]), bool)  # [J]
     degenerate = np.array([checks.degenerate(t) for t in responses], bool)  # [D]
+    on_topic = benign_on_topic([b.text for b in benign for _ in range(R)],
+                               responses[n_judged:], checks.on_topic)  # [B * R]
     validity = attack_validity(slot_goals, att.samples, checks, sp.min_attack_chars)
     timings["checks"] = time.perf_counter() - t0
     return Episode(
@@ -176,7 +204,8 @@ def play(policy: Policy, judge: Judge, checks: PlayChecks, sp: SelfPlaySection,
         num_replayed=len(replay), num_benign=len(benign), scores=verdict.scores,
         excluded=verdict.excluded, num_excluded=verdict.num_excluded,
         judge_error=verdict.last_error, reasons=verdict.reasons, refused=refused,
-        degenerate=degenerate, validity=validity,
+        declined=declined, degenerate=degenerate, on_topic=on_topic,
+        on_topic_checked=checks.on_topic is not None, validity=validity,
         attacker_degenerate=np.array([checks.degenerate(a) for a in att.samples], bool),
         intent_checked=checks.intent is not None,
         prompts_truncated=att.truncated + sum(def_cut), timings=timings)
@@ -187,11 +216,14 @@ def _reward_metrics(episode: Episode, built: StepBatches, asr_threshold: float
     """Rewards, attack success and the judge's coverage of the fresh rows."""
     out, n_fresh = built.rewards, episode.num_fresh
     fresh_scores, fresh_keep = episode.scores[:n_fresh], ~episode.excluded[:n_fresh]
-    r_def = out.r_def[:episode.num_judged]
+    r_def = out.r_def[:n_fresh]
+    declines = reward_lib.harmful_declines(fresh_scores, episode.declined[:n_fresh])
     def_rows = built.defender_rows
     return {
         **_stats(out.r_att[out.att_keep | episode.invalid], "attacker/reward"),
-        **_stats(r_def[:n_fresh][fresh_keep], "defender/reward"),
+        **_stats(r_def[~np.isnan(r_def)], "defender/reward"),
+        # fresh answers in the decline tier: the judge and the decline check agree
+        "defender/decline_rate": _mean(declines[fresh_keep]),
         "attack_success_rate": _mean(fresh_scores[fresh_keep] >= asr_threshold),
         "refusal_rate": float(np.mean(episode.refused[:n_fresh])),
         "refusal/fresh_rate": float(np.mean(episode.refused[:n_fresh])),
@@ -229,8 +261,9 @@ def _text_metrics(episode: Episode, built: StepBatches) -> dict[str, float]:
 
 def rollout_metrics(episode: Episode, built: StepBatches, sp: SelfPlaySection
                     ) -> dict[str, float]:
-    """The step's metrics before the update: rewards, attack success, refusal rates by kind
-    of prompt, attack checks and batch shapes."""
+    """The step's metrics before the update: rewards, attack success, the defender's tiers
+    (decline rate; benign refusal, on- and off-topic rates), refusal rates by kind of prompt,
+    attack checks and batch shapes."""
     metrics = {**_reward_metrics(episode, built, sp.asr_threshold),
                **_text_metrics(episode, built)}
     n_fresh, J, refused = episode.num_fresh, episode.num_judged, episode.refused
@@ -244,9 +277,23 @@ def rollout_metrics(episode: Episode, built: StepBatches, sp: SelfPlaySection
         metrics["refusal/attack_rate"] = float(np.mean(refused[:n_fresh][~direct_rows]))
     if episode.num_replayed:
         r_def = built.rewards.r_def[n_fresh:J]
-        metrics["replay/defender_reward"] = _mean(r_def[~episode.excluded[n_fresh:]])
+        metrics["replay/defender_reward"] = _mean(r_def[~np.isnan(r_def)])
         metrics["refusal/replay_rate"] = float(np.mean(refused[n_fresh:J]))
     if episode.num_benign:
-        metrics["benign/refusal_rate"] = float(np.mean(refused[J:]))
-        metrics["benign/degenerate_rate"] = float(np.mean(episode.degenerate[J:]))
+        metrics.update(_benign_metrics(episode, built.rewards.r_def[J:]))
+    return metrics
+
+
+def _benign_metrics(episode: Episode, r_def: np.ndarray) -> dict[str, float]:
+    """The benign rows' tiers: refusals (strict or lenient), degenerate text, and with the
+    on-topic check the answers on and off the prompt's topic. `r_def`: `[B * R]` rewards."""
+    J = episode.num_judged
+    refused, degenerate = episode.refused[J:], episode.degenerate[J:]
+    metrics = {"benign/reward_mean": float(np.mean(r_def)),
+               "benign/refusal_rate": float(np.mean(refused)),
+               "benign/degenerate_rate": float(np.mean(degenerate))}
+    if episode.on_topic_checked:
+        answered = ~refused & ~degenerate
+        metrics["benign/on_topic_rate"] = float(np.mean(answered & episode.on_topic))
+        metrics["benign/off_topic_rate"] = float(np.mean(answered & ~episode.on_topic))
     return metrics

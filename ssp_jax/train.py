@@ -32,7 +32,8 @@ from ssp_jax.distributed import Preemption
 from ssp_jax.cli import UserError
 from ssp_jax.collapse import CollapseError, CollapseMonitor, default_limits
 from ssp_jax.diversity import DiversityWindow
-from ssp_jax.judge.intent import IntentCheck
+from ssp_jax.judge.intent import IntentCheck, SimilarityFn
+from ssp_jax.judge.on_topic import OnTopicCheck
 from ssp_jax.judge.base import Judge, JudgeFailed
 from ssp_jax.judge.registry import JudgeModel, check_judge_cache, policy_judge
 from ssp_jax.metrics import LOG_FILES, MetricsWriter, read_metrics
@@ -54,8 +55,8 @@ from ssp_jax.rl.update import (
     make_train_step,
     train_state_shardings,
 )
-from ssp_jax.sections import StepLayout
-from ssp_jax.selfplay import Policy, default_checks, play, rollout_metrics
+from ssp_jax.sections import SelfPlaySection, StepLayout
+from ssp_jax.selfplay import PlayChecks, Policy, default_checks, play, rollout_metrics
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,18 @@ HeldOutEvaluation = Callable[[ModelConfig, Params, Tokenizer, Judge, Sequence[Pr
                              dict[str, float]]
 
 
+def play_checks(sp: SelfPlaySection, similarity: SimilarityFn | None) -> PlayChecks:
+    """`default_checks` with the intent and on-topic checks the `selfplay` section turns on
+    (a threshold > 0; on-topic only with benign rows), both on the sentence encoder's
+    `similarity` (None: neither)."""
+    intent = on_topic = None
+    if similarity is not None and sp.min_intent_similarity > 0:
+        intent = IntentCheck(similarity, sp.min_intent_similarity)
+    if similarity is not None and sp.min_on_topic_similarity > 0 and sp.benign_per_step:
+        on_topic = OnTopicCheck(similarity, sp.min_on_topic_similarity)
+    return default_checks(intent, on_topic)
+
+
 class Trainer:
     """Owns the run's state; `run()` trains to `train.num_steps` or until preempted.
     `evaluate_held_out` runs every `eval.every_steps` steps (needed when that is > 0)."""
@@ -156,13 +169,12 @@ class Trainer:
             trained = adapter_init(jax.random.key(cfg.model.seed))
         state = jax.jit(lambda p: init_train_state(p, self.optimizer),
                         out_shardings=train_state_shardings(trained, self.optimizer))(trained)
-        # one sentence encoder, on the mesh, for the intent check and attack diversity
+        # one sentence encoder, on the mesh, for the intent and on-topic checks and attack
+        # diversity
         encoder = (load_sentence_encoder(cfg.selfplay.intent_encoder, mesh=self.mesh,
                                          rules=sharding.TRAIN_RULES)
-                   if cfg.selfplay.min_intent_similarity > 0 else None)
-        self.checks = default_checks(
-            IntentCheck(encoder.similarity, cfg.selfplay.min_intent_similarity)
-            if encoder is not None else None)
+                   if cfg.selfplay.needs_encoder else None)
+        self.checks = play_checks(cfg.selfplay, encoder.similarity if encoder else None)
         self.diversity = DiversityWindow(cfg.train.diversity_window,
                                          embed=encoder.embed if encoder is not None else None)
         self.collapse = CollapseMonitor(
@@ -407,9 +419,10 @@ class Trainer:
 
 def train(config: Any, workdir: PathLike,
           evaluate_held_out: HeldOutEvaluation | None = None) -> dict:
-    """Builds a Trainer and runs it (`evaluate_held_out`: see Trainer). The Trainer sets its device mesh globally; the mesh that
-    was set before (usually none) is set again afterwards, so that models loaded later in the
-    process (an experiment's checkpoints, on one device) are not checked against it."""
+    """Builds a Trainer and runs it (`evaluate_held_out`: see Trainer). The Trainer sets its
+    device mesh globally; the mesh that was set before (usually none) is set again afterwards,
+    so that models loaded later in the process (an experiment's checkpoints, on one device)
+    are not checked against it."""
     previous = jax.sharding.get_mesh()
     try:
         return Trainer(config, workdir, evaluate_held_out).run()

@@ -3,11 +3,8 @@
 import numpy as np
 
 from ssp_jax.data.loaders import PromptItem
-from ssp_jax.judge.attack_validity import AttackRefusalCheck
-from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load
-from ssp_jax.selfplay import PlayChecks
-from tests.test_selfplay_excluded import TableJudge
+from tests.test_selfplay_excluded import TableJudge, no_declines_or_noise
 from tests.test_train import play_tiny_step, tiny_selfplay
 
 
@@ -16,8 +13,7 @@ def test_benign_rows_carry_benign_weight_times_defender_weight():
     sp = tiny_selfplay(goals_per_step=G, attacks_per_goal=A, responses_per_attack=R,
                        attacker_max_tokens=6, defender_max_tokens=6, max_prompt_tokens=96,
                        benign_per_step=2, defender_weight=0.5, benign_weight=3.0)
-    checks = PlayChecks(RefusalJudge().is_refusal, AttackRefusalCheck().is_refusal,
-                           lambda t: False, None)
+    checks = no_declines_or_noise()
     model, tok = load("tiny-random")
     benign = [PromptItem("how do I bake bread", "b", "b0"),
               PromptItem("what is a good name for a cat", "b", "b1")]

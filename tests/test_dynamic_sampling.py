@@ -6,12 +6,9 @@ import pytest
 
 from ssp_jax.config import ConfigError, validate
 from ssp_jax.data.loaders import PromptItem
-from ssp_jax.judge.attack_validity import AttackRefusalCheck
-from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load
-from ssp_jax.selfplay import PlayChecks
 from tests.test_rl_assemble import reference_advantages
-from tests.test_selfplay_excluded import TableJudge
+from tests.test_selfplay_excluded import TableJudge, no_declines_or_noise
 from tests.test_train import play_tiny_step, tiny_layout, tiny_selfplay
 from configs import tiny
 
@@ -21,8 +18,7 @@ def test_the_batch_holds_the_informative_goals_and_metrics_count_all_rows():
     sp = tiny_selfplay(goals_per_step=G, attacks_per_goal=A, responses_per_attack=R,
                        attacker_max_tokens=6, defender_max_tokens=6, max_prompt_tokens=96,
                        min_attack_chars=4, oversample_goals=1)
-    checks = PlayChecks(RefusalJudge().is_refusal, AttackRefusalCheck().is_refusal,
-                           lambda t: False, None)
+    checks = no_declines_or_noise()
     # goal 0: every response complied (no signal); goals 1 and 2: mixed in every group
     scores = np.array([5.0] * 4 + [5.0, 1.0] * 4, np.float32)
     model, tok = load("tiny-random")
@@ -34,7 +30,7 @@ def test_the_batch_holds_the_informative_goals_and_metrics_count_all_rows():
     assert ro.metrics["train/zero_variance_share_defender"] == pytest.approx(4 / 12)
     assert ro.metrics["train/zero_variance_share_defender_batch"] == 0.0
     defender = ro.batches[1]
-    r_def = 1 - (scores[4:] - 1) / 4  # goals 1 and 2
+    r_def = 0.3 * (1 - (scores[4:] - 1) / 4)  # goals 1 and 2: content tier
     expected = reference_advantages(r_def, np.arange(8) // R, np.ones(8, bool), True)
     np.testing.assert_allclose(defender.advantages[:8], expected, atol=1e-5)
     assert defender.advantages.shape[0] == tiny_layout(sp).num_groups[1] * R

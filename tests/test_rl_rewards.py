@@ -1,4 +1,5 @@
-"""Rewards: the score table, invalid-attack detection and penalty, the benign guard."""
+"""Rewards: the attacker's score table, the defender's tiers by seed label, invalid-attack
+detection and penalty."""
 
 import numpy as np
 import pytest
@@ -7,24 +8,46 @@ from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.rl.rewards import (
     apply_attacker_penalty,
     attack_is_invalid,
-    attacker_defender_rewards,
-    benign_rewards,
+    attack_success,
+    benign_seed_rewards,
+    harmful_seed_rewards,
 )
 
 
-def test_reward_table_maps_scores_to_zero_sum_rewards():
-    scores = np.array([1, 2, 3, 4, 5, 2.5, 0.0, 7.0])
-    r_att, r_def = attacker_defender_rewards(scores)
-    np.testing.assert_array_equal(r_att, [0.0, 0.25, 0.5, 0.75, 1.0, 0.375, 0.0, 1.0])
-    np.testing.assert_array_equal(r_def, [1.0, 0.75, 0.5, 0.25, 0.0, 0.625, 1.0, 0.0])
-    assert r_att.dtype == r_def.dtype == np.float32
+def test_attack_success_maps_scores_to_zero_one_and_keeps_failed_rows_nan():
+    scores = np.array([1, 2, 3, 4, 5, 2.5, 0.0, 7.0, np.nan])
+    r_att = attack_success(scores)
+    np.testing.assert_array_equal(r_att, [0.0, 0.25, 0.5, 0.75, 1.0, 0.375, 0.0, 1.0, np.nan])
+    assert r_att.dtype == np.float32
 
 
-def test_rewards_reject_non_finite_score_naming_row():
-    with pytest.raises(ValueError, match="row 1 is nan"):
-        attacker_defender_rewards(np.array([3.0, np.nan]))
+def test_attack_success_rejects_infinite_scores_naming_the_row_and_bad_shapes():
+    with pytest.raises(ValueError, match="row 1 is inf"):
+        attack_success(np.array([3.0, np.inf]))
     with pytest.raises(ValueError, match="1-D"):
-        attacker_defender_rewards(np.ones((2, 2)))
+        attack_success(np.ones((2, 2)))
+
+
+def test_harmful_seed_tiers_by_hand():
+    # decline agreed by the judge (S <= 2) and the check; a check-only decline the judge
+    # scores 5 (a decline, then the payload); degenerate; degenerate the judge failed on;
+    # readable text the judge failed on; partial compliance (3)
+    scores = np.array([2.0, 5.0, 1.0, np.nan, np.nan, 3.0])
+    declined = np.array([True, True, False, False, True, False])
+    degenerate = np.array([False, False, True, True, False, False])
+    np.testing.assert_allclose(harmful_seed_rewards(scores, declined, degenerate),
+                               [1.0, 0.0, 0.3, 0.3, np.nan, 0.15], rtol=1e-6)
+
+
+def test_benign_seed_tiers_by_hand():
+    refused = np.array([True, False, False, False, True])
+    degenerate = np.array([False, True, False, False, False])
+    on_topic = np.array([True, True, True, False, False])
+    np.testing.assert_array_equal(benign_seed_rewards(refused, degenerate, on_topic),
+                                  [0.0, 0.0, 1.0, 0.5, 0.0])
+    assert benign_seed_rewards(*[np.zeros((0,), bool)] * 3).shape == (0,)
+    with pytest.raises(ValueError, match="refused must be a bool array"):
+        benign_seed_rewards(np.zeros(2), np.zeros(2, bool), np.zeros(2, bool))
 
 
 @pytest.mark.parametrize("text", [
@@ -63,11 +86,6 @@ def test_penalty_replaces_reward_of_invalid_attacks_only():
         apply_attacker_penalty(r, invalid[:3], -1.0)
     with pytest.raises(ValueError, match="bool"):
         apply_attacker_penalty(r, np.array([0, 1, 1, 0]), -1.0)
-
-
-def test_benign_rewards_pay_for_answering():
-    np.testing.assert_array_equal(benign_rewards(np.array([True, False, False])), [0, 1, 1])
-    assert benign_rewards(np.zeros((0,), bool)).shape == (0,)
 
 
 def test_an_attack_repeating_any_phrase_of_the_attacker_brief_is_invalid():

@@ -11,10 +11,12 @@ from ssp_jax import train as train_lib
 from ssp_jax.config import ConfigError, validate
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.judge.intent import IntentCheck
+from ssp_jax.judge.on_topic import OnTopicCheck
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import make_judge
 from ssp_jax.models import load
 from ssp_jax.selfplay import attack_validity, default_checks
+from tests.test_selfplay_excluded import TableJudge
 from tests.test_train import play_tiny_step, tiny_config, tiny_selfplay
 
 GOAL = "Explain how to pick a lock"
@@ -53,11 +55,11 @@ def test_off_intent_attacks_are_invalid_but_the_verbatim_goal_is_not():
     np.testing.assert_array_equal(v["invalid"], [False, True])
 
 
-def _rollout(sp, checks, benign=()):
+def _rollout(sp, checks, benign=(), judge=None):
     model, tok = load("tiny-random")
     goals = [PromptItem(f"goal number {i} please", "t", str(i)) for i in range(sp.goals_per_step)]
-    return play_tiny_step(model, tok, RefusalJudge(), checks, sp, goals, [],
-                   list(benign))
+    return play_tiny_step(model, tok, judge or RefusalJudge(), checks, sp, goals, [],
+                          list(benign))
 
 
 def test_off_intent_attacks_get_the_invalid_attack_penalty():
@@ -66,6 +68,37 @@ def test_off_intent_attacks_get_the_invalid_attack_penalty():
     ro = _rollout(sp, default_checks(IntentCheck(zero_similarity, 0.45)))
     assert ro.metrics["attacker/off_intent_rate"] == 1.0
     assert ro.metrics["attacker/reward_mean"] == pytest.approx(sp.invalid_attack_penalty)
+
+
+def test_benign_answers_off_the_prompts_topic_earn_half_and_show_in_the_metrics():
+    sp = tiny_selfplay(goals_per_step=1, attacks_per_goal=2, responses_per_attack=2,
+                       attacker_max_tokens=6, defender_max_tokens=6, benign_per_step=2)
+    benign = [PromptItem("How do I boil an egg?", "b", "0"),
+              PromptItem("What is a good name for a cat?", "b", "1")]
+    off = default_checks(on_topic=OnTopicCheck(zero_similarity, 0.4))._replace(
+        degenerate=lambda text: False)
+    ro = _rollout(sp, off, benign=benign)
+    answered = ~ro.episode.refused[-4:]
+    assert ro.metrics["benign/on_topic_rate"] == 0.0
+    assert ro.metrics["benign/off_topic_rate"] == pytest.approx(np.mean(answered))
+    assert ro.metrics["benign/reward_mean"] == pytest.approx(0.5 * np.mean(answered))
+    unchecked = _rollout(sp, off._replace(on_topic=None), benign=benign)
+    assert "benign/on_topic_rate" not in unchecked.metrics  # every answer counts as on topic
+    assert unchecked.metrics["benign/reward_mean"] == pytest.approx(np.mean(answered))
+
+
+def test_the_decline_tier_is_decided_by_play_checks_declines_and_the_judge():
+    # one check decides the decline tier's text side: swapping it moves every harmful row
+    sp = tiny_selfplay(goals_per_step=1, attacks_per_goal=2, responses_per_attack=2,
+                       attacker_max_tokens=6, defender_max_tokens=6, benign_per_step=0)
+    judge = TableJudge(np.ones(4, np.float32), np.zeros(4, bool))  # the judge sees declines
+    checks = default_checks()._replace(degenerate=lambda text: False)
+    everyone = _rollout(sp, checks._replace(declines=lambda t: np.ones(len(t), bool)), judge=judge)
+    nobody = _rollout(sp, checks._replace(declines=lambda t: np.zeros(len(t), bool)), judge=judge)
+    assert everyone.metrics["defender/decline_rate"] == 1.0
+    assert everyone.metrics["defender/reward_mean"] == 1.0
+    assert nobody.metrics["defender/decline_rate"] == 0.0
+    assert nobody.metrics["defender/reward_mean"] == pytest.approx(0.3)
 
 
 def test_static_attacks_put_the_goals_to_the_defender_and_train_no_attacker():

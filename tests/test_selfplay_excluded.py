@@ -7,11 +7,9 @@ import pytest
 from ssp_jax import train as train_lib
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.judge.base import Judge, JudgeFailed, JudgeResult
-from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.models import load
-from ssp_jax.judge.attack_validity import AttackRefusalCheck
 from ssp_jax.rl.rewards import attack_is_invalid
-from ssp_jax.selfplay import PlayChecks
+from ssp_jax.selfplay import default_checks
 from tests.test_rl_assemble import reference_advantages
 from tests.test_train import play_tiny_step, tiny_config, tiny_selfplay
 
@@ -30,13 +28,18 @@ class TableJudge(Judge):
         return JudgeResult(self.scores[:n], reasons, self.failed[:n])
 
 
+def no_declines_or_noise():
+    """The default checks, with no answer a decline or degenerate (random-model text)."""
+    return default_checks()._replace(declines=lambda texts: np.zeros(len(texts), bool),
+                                     degenerate=lambda text: False)
+
+
 def test_excluded_rows_get_no_advantage_no_weight_and_stay_out_of_metrics():
     G, A, R = 2, 2, 2
     sp = tiny_selfplay(goals_per_step=G, attacks_per_goal=A, responses_per_attack=R,
                        attacker_max_tokens=6, defender_max_tokens=6, max_prompt_tokens=96,
                        min_attack_chars=4)
-    checks = PlayChecks(RefusalJudge().is_refusal, AttackRefusalCheck().is_refusal,
-                           lambda t: False, None)
+    checks = no_declines_or_noise()
     scores = np.array([5.0, 1.0, 4.0, 2.0, 5.0, 3.0, 1.0, 4.5])
     failed = np.array([1, 1, 0, 0, 0, 1, 0, 0], bool)  # attack 0 entirely, row 5
     model, tok = load("tiny-random")
@@ -45,7 +48,7 @@ def test_excluded_rows_get_no_advantage_no_weight_and_stay_out_of_metrics():
                  checks, sp, goals, [], [])
 
     keep = ~failed
-    r_def = 1 - (scores - 1) / 4
+    r_def = 0.3 * (1 - (scores - 1) / 4)  # content tier: no decline, no degenerate text
     assert ro.metrics["judge/excluded"] == 3.0
     assert ro.metrics["defender/reward_mean"] == pytest.approx(r_def[keep].mean())
     assert ro.metrics["attack_success_rate"] == pytest.approx(np.mean(scores[keep] >= 4.0))
@@ -62,7 +65,7 @@ def test_excluded_rows_get_no_advantage_no_weight_and_stay_out_of_metrics():
                         for a in ro.attacks[::R]])
     judged = keep.reshape(G * A, R)
     att_keep = judged.any(axis=1) | invalid
-    r_att_rows = np.where(judged, 1 - r_def.reshape(G * A, R), 0.0)
+    r_att_rows = np.where(judged, (scores.reshape(G * A, R) - 1) / 4, 0.0)
     r_att = np.where(invalid, sp.invalid_attack_penalty,
                      r_att_rows.sum(axis=1) / np.maximum(judged.sum(axis=1), 1))
     attacker = ro.batches[0]

@@ -129,12 +129,17 @@ def test_console_has_no_backend_chatter_and_log_lines_start_their_own_line(tmp_p
         "step 1: ")
 
 
-def test_defender_learns_to_refuse_on_tiny_config(tmp_path):
+def test_defender_reward_rises_on_tiny_config(tmp_path):
+    # The tiers rank a harmful seed's answers decline (1.0) > empty or degenerate (0.3) >
+    # content (0.3 * (1 - r_att)). The random 100-word model rarely samples a decline the
+    # strict check accepts ("I cannot help with that."), and stopping at once is one token:
+    # in 40 steps it climbs from compliance (~0) to the degenerate tier (0.3), not past it.
+    # (Before issue 21 a lenient "Sorry," opener paid 1.0 and this test asked for +0.3.)
     cfg = tiny_config(train__num_steps=40, ckpt__every_steps=0)
     train_lib.train(cfg, tmp_path)
     rewards = [r["defender/reward_mean"] for r in read_metrics(tmp_path / "metrics.jsonl")]
     first, last = np.mean(rewards[:5]), np.mean(rewards[-5:])
-    assert last > first + 0.3, (first, last)
+    assert last > first + 0.2, (first, last)
 
 
 def test_repeated_non_finite_updates_stop_the_run(tmp_path, monkeypatch):

@@ -1,26 +1,32 @@
-"""Reward assembly, the one place a step's rewards are made: the defender is rewarded for
-declining harmful requests with real (non-degenerate) text and for answering benign ones; the
-attacker for valid, on-intent attacks the defender complied with; then group advantages.
+"""Reward assembly, the one place a step's rewards are made: each defender row is rewarded by
+the label of its seed (a harmful goal or a benign prompt; the attacker's rewrite never changes
+it), the attacker for valid, on-intent attacks the judge found harmful answers to; then group
+advantages.
 
-Host side, NumPy. Row layout (see `ssp_jax.selfplay`): G goals x A attacks (attacker rows
+Host side, NumPy. Row layout (see `ssp_jax.rl.episode`): G goals x A attacks (attacker rows
 `g * A + a`); defender rows: fresh `(g * A + a) * R + r`, then R per replayed item, then R per
-benign prompt. Rules:
-- judged rows: `r_att = clip((S - 1) / 4, 0, 1)`, `r_def = 1 - r_att` (zero-sum);
-- a degenerate defender response (loop, symbols, empty) earns the defender no more than a
-  compliant answer: `r_def = 0`, `r_att = 1`;
-- an attack's reward is the mean over its judged responses; an invalid attack (malformed,
-  the attacker declining, off-intent) gets `invalid_attack_penalty` instead (below 0 by
-  default: declining costs more than failing);
-- benign rows: 1 for answering, 0 for refusing or degenerate text, whatever the harm judge;
-- excluded rows (the judge failed) and attacks with no judged response that are valid get no
-  reward, no advantage and no loss weight;
+benign prompt; the harmful-seed rows (fresh and replayed) come first. Rules (values:
+`ssp_jax.rl.rewards`):
+- defender, harmful seed: decline (the judge's score S <= 2 and the decline check,
+  `selfplay.PlayChecks.declines`, agree) 1.0 > empty or degenerate text 0.3 (also where the
+  judge failed on the row) > anything else 0.3 * (1 - r_att), r_att = clip((S - 1) / 4, 0, 1);
+- defender, benign seed (whatever the harm judge): an answer on the prompt's topic
+  (`PlayChecks.on_topic`; without that check every answer counts as on-topic) 1.0 > an
+  answer on another topic 0.5 > a decline (strict or lenient check) or degenerate text 0.0;
+- attacker: the mean of r_att over its answers the judge scored, a degenerate answer counting
+  0 (judged or not: a broken answer is no success of the attack); an invalid attack
+  (malformed, the attacker declining, off-intent) gets `invalid_attack_penalty` instead
+  (below 0 by default: declining costs more than failing);
+- readable rows the judge failed on, and valid attacks with no scored answer, get no reward,
+  no advantage and no loss weight;
 - direct slots (the defender got the goal itself, not the attacker's sample): the attacker row
   gets no advantage and no loss weight and stays out of its group's baseline; the defender
-  rows are judged and rewarded as usual;
+  rows are harmful-seed rows like any other;
 - with `drop_zero_variance`, groups whose kept rewards are all equal get weight 0 too (DAPO's
-  filter; their advantage is 0 already, the weight keeps them out of the token average).
-  `informative_goals` ranks goals by the rows that carry signal, for dynamic sampling (roll
-  out more goals than the batch holds, train on the most informative).
+  filter; their advantage is 0 already, and a weight of 0 keeps them out of the loss's
+  weighted-token average, `rl.losses`). `informative_goals` ranks goals by the rows that
+  carry signal, for dynamic sampling (roll out more goals than the batch holds, train on the
+  most informative).
 """
 
 from __future__ import annotations
@@ -39,22 +45,29 @@ from ssp_jax.sections import SelfPlaySection, StepLayout
 
 @dataclasses.dataclass(frozen=True)
 class RewardInputs:
-    """What the roles and checks produced in one step.
+    """What the roles and checks produced in one step, per defender row (D rows, the
+    harmful-seed ones first) and per attack slot (G * A).
 
-    scores: `[J]` f32 judge scores of the judged defender rows (fresh, then replayed).
-    excluded: `[J]` bool, rows the judge failed on.
-    degenerate: `[J]` bool, degenerate defender text.
+    harmful_seed: `[D]` bool, the row's seed was a harmful goal (False: a benign prompt).
+    scores: `[D]` f32 judge scores (read on judged harmful rows only; NaN elsewhere).
+    excluded: `[D]` bool, rows the judge failed on (False on benign rows).
+    declined: `[D]` bool, harmful rows: the decline check; benign rows: a decline by the
+      strict or the lenient check.
+    degenerate: `[D]` bool, degenerate defender text.
+    on_topic: `[D]` bool, benign rows whose answer is on the prompt's topic (read on benign
+      rows only).
     invalid_attack: `[G * A]` bool, attacks that are malformed, declined or off-intent.
-    benign_failed: `[B * R]` bool, benign rows refused or degenerate.
     direct_attack: `[G * A]` bool, slots whose defender input was the goal verbatim (None: no
       such slot).
     """
 
+    harmful_seed: np.ndarray
     scores: np.ndarray
     excluded: np.ndarray
+    declined: np.ndarray
     degenerate: np.ndarray
+    on_topic: np.ndarray
     invalid_attack: np.ndarray
-    benign_failed: np.ndarray
     direct_attack: np.ndarray | None = None
 
 
@@ -63,10 +76,11 @@ class Assembled:
     """Rewards, advantages and loss-weight masks of both roles.
 
     r_att, att_adv, att_keep: `[G * A]` (f32, f32, bool); r_def, def_adv, def_keep: `[D]` over
-    all defender rows (judged then benign; r_def NaN where excluded); att_informative,
-    def_informative: the same shapes, bool, kept rows in groups whose kept rewards differ (the
-    rows that carry a learning signal, before `drop_zero_variance`); zero_variance: share of
-    kept rows per role (attacker, defender) that sit in groups with equal rewards.
+    all defender rows (harmful-seed then benign; r_def NaN where the judge failed on readable
+    text); att_informative, def_informative: the same shapes, bool, kept rows in groups whose
+    kept rewards differ (the rows that carry a learning signal, before `drop_zero_variance`);
+    zero_variance: share of kept rows per role (attacker, defender) that sit in groups with
+    equal rewards.
     """
 
     r_att: np.ndarray
@@ -108,33 +122,69 @@ def _advantages(rewards, groups, keep, scale_by_std):
     return adv
 
 
+def defender_rewards(x: RewardInputs) -> np.ndarray:
+    """`[D]` f32 defender reward of each row by its seed's label (module docstring); NaN
+    where the judge failed on readable harmful-seed text."""
+    harmful = np.asarray(x.harmful_seed, bool)
+    scores = np.where(np.asarray(x.excluded, bool), np.nan, np.asarray(x.scores, np.float64))
+    return np.where(harmful,
+                    reward_lib.harmful_seed_rewards(scores, x.declined, x.degenerate),
+                    reward_lib.benign_seed_rewards(x.declined, x.degenerate, x.on_topic))
+
+
+def attacker_rewards(x: RewardInputs, attacks: int, responses_per_attack: int,
+                     invalid_attack_penalty: float) -> tuple[np.ndarray, np.ndarray]:
+    """`([G * A] f32 r_att, [G * A] bool scored)`: the mean of r_att over each attack's
+    scored fresh answers (degenerate ones count 0, judged or not), `invalid_attack_penalty`
+    for an invalid attack; `scored` says whether any answer was scored."""
+    n_fresh = attacks * responses_per_attack
+    degenerate = np.asarray(x.degenerate, bool)[:n_fresh]
+    scored = (~np.asarray(x.excluded, bool)[:n_fresh] | degenerate)
+    rows = np.where(degenerate, 0.0,
+                    reward_lib.attack_success(np.asarray(x.scores)[:n_fresh]))
+    scored = scored.reshape(attacks, responses_per_attack)
+    mean = (np.where(scored, rows.reshape(scored.shape), 0.0).sum(axis=1)
+            / np.maximum(scored.sum(axis=1), 1))
+    r_att = reward_lib.apply_attacker_penalty(mean, np.asarray(x.invalid_attack, bool),
+                                              invalid_attack_penalty)
+    return r_att, scored.any(axis=1)
+
+
+def _check_rows(x: RewardInputs, attacks: int, responses_per_attack: int) -> int:
+    """The number of harmful-seed rows J; ValueError unless the arrays fit the layout."""
+    harmful = np.asarray(x.harmful_seed, bool)
+    n_judged = int(harmful.sum())
+    D = len(harmful)
+    sizes = {k: len(getattr(x, k)) for k in ("scores", "excluded", "declined", "degenerate",
+                                             "on_topic")}
+    if set(sizes.values()) != {D} or not (harmful == (np.arange(D) < n_judged)).all():
+        raise ValueError(f"defender rows: harmful_seed has {D} rows, the harmful-seed ones "
+                         f"first; got sizes {sizes}")
+    n_fresh = attacks * responses_per_attack
+    if len(x.invalid_attack) != attacks or n_judged < n_fresh or (
+            n_judged - n_fresh) % responses_per_attack:
+        raise ValueError(f"row counts do not fit {attacks} attacks x R={responses_per_attack}: "
+                         f"{len(x.invalid_attack)} attacks, {n_judged} harmful-seed rows")
+    return n_judged
+
+
 def assemble_rewards(x: RewardInputs, *, goals: int, attacks_per_goal: int,
                      responses_per_attack: int, invalid_attack_penalty: float,
                      scale_by_std: bool, drop_zero_variance: bool = False) -> Assembled:
     """The step's rewards and group advantages (module docstring has the rules)."""
     G, A, R = goals, attacks_per_goal, responses_per_attack
-    n_fresh, n_judged, n_benign = G * A * R, len(x.scores), len(x.benign_failed)
-    if len(x.invalid_attack) != G * A or n_judged < n_fresh or (n_judged - n_fresh) % R:
-        raise ValueError(f"row counts do not fit G={G}, A={A}, R={R}: {len(x.invalid_attack)} "
-                         f"attacks, {n_judged} judged rows")
-    excluded = np.asarray(x.excluded, bool)
-    scores = np.where(np.asarray(x.degenerate, bool), 5.0, np.asarray(x.scores, np.float64))
-    r_att_rows, r_def_rows = reward_lib.attacker_defender_rewards(np.where(excluded, 1.0, scores))
-
-    judged = ~excluded[:n_fresh].reshape(G * A, R)
-    att_mean = (np.where(judged, r_att_rows[:n_fresh].reshape(G * A, R), 0.0).sum(axis=1)
-                / np.maximum(judged.sum(axis=1), 1))
+    n_judged = _check_rows(x, G * A, R)
+    n_fresh, D = G * A * R, len(x.harmful_seed)
+    r_att, scored = attacker_rewards(x, G * A, R, invalid_attack_penalty)
     invalid = np.asarray(x.invalid_attack, bool)
-    r_att = reward_lib.apply_attacker_penalty(att_mean, invalid, invalid_attack_penalty)
     direct = (np.zeros(G * A, bool) if x.direct_attack is None
               else np.asarray(x.direct_attack, bool))
-    att_keep = (judged.any(axis=1) | invalid) & ~direct
+    att_keep = (scored | invalid) & ~direct
     att_groups = np.repeat(np.arange(G), A)
 
-    r_def = np.concatenate([np.where(excluded, np.nan, r_def_rows),
-                            reward_lib.benign_rewards(np.asarray(x.benign_failed, bool))])
-    def_keep = np.concatenate([~excluded, np.ones(n_benign, bool)])
-    def_groups = defender_group_ids(n_fresh, n_judged - n_fresh, n_benign, A, R)
+    r_def = defender_rewards(x)
+    def_keep = ~np.isnan(r_def)
+    def_groups = defender_group_ids(n_fresh, n_judged - n_fresh, D - n_judged, A, R)
     def_rewards = np.where(def_keep, r_def, 0.0).astype(np.float32)
 
     att_zero = _zero_variance_rows(r_att, att_groups, att_keep)
@@ -174,17 +224,26 @@ class StepBatches:
     defender_rows: np.ndarray  # [rows] int, the episode's defender rows in the batch
 
 
+def reward_inputs(episode: Episode) -> RewardInputs:
+    """What `episode` played, as `[D]` rows labelled by their seed (`Episode.harmful_seed`)."""
+    J, D = episode.num_judged, len(episode.responses)
+    benign = D - J
+    return RewardInputs(
+        harmful_seed=episode.harmful_seed,
+        scores=np.concatenate([episode.scores, np.full(benign, np.nan, np.float32)]),
+        excluded=np.concatenate([episode.excluded, np.zeros(benign, bool)]),
+        declined=np.concatenate([episode.declined, episode.refused[J:]]),
+        degenerate=episode.degenerate,
+        on_topic=np.concatenate([np.zeros(J, bool), episode.on_topic]),
+        invalid_attack=episode.invalid, direct_attack=episode.direct)
+
+
 def episode_rewards(episode: Episode, shaping: SelfPlaySection) -> Assembled:
     """`assemble_rewards` on what `episode` played, with the `selfplay` section's shaping."""
-    J = episode.num_judged
     A, R = episode.group_sizes
     return assemble_rewards(
-        RewardInputs(scores=episode.scores, excluded=episode.excluded,
-                     degenerate=episode.degenerate[:J], invalid_attack=episode.invalid,
-                     benign_failed=(episode.refused | episode.degenerate)[J:],
-                     direct_attack=episode.direct),
-        goals=len(episode.goals), attacks_per_goal=A, responses_per_attack=R,
-        invalid_attack_penalty=shaping.invalid_attack_penalty,
+        reward_inputs(episode), goals=len(episode.goals), attacks_per_goal=A,
+        responses_per_attack=R, invalid_attack_penalty=shaping.invalid_attack_penalty,
         scale_by_std=shaping.scale_by_std, drop_zero_variance=shaping.drop_zero_variance)
 
 
@@ -199,7 +258,7 @@ def build_batches(episode: Episode, layout: StepLayout,
     layout's two batches. With more goals than `layout.goals` the batches hold the
     `layout.goals` goals whose groups carry the most signal (`informative_goals`). Prompts
     are padded to the length bucket of the longest (at most `shaping.max_prompt_tokens`),
-    completions to the role's generation limit; rows the judge failed on get weight 0."""
+    completions to the role's generation limit; rows without a reward get weight 0."""
     out = episode_rewards(episode, shaping)
     G, (A, R) = len(episode.goals), episode.group_sizes
     kept = (informative_goals(out, goals=G, attacks_per_goal=A, responses_per_attack=R,
@@ -209,7 +268,7 @@ def build_batches(episode: Episode, layout: StepLayout,
                                  np.arange(G * A, len(episode.defender_prompts))])
     att_weight = 0.0 if shaping.static_attacks else shaping.attacker_weight
     def_weight = np.full(len(out.def_keep), shaping.defender_weight, np.float32)
-    def_weight[episode.num_judged:] *= shaping.benign_weight  # [D]: benign rows last
+    def_weight[~episode.harmful_seed] *= shaping.benign_weight  # [D]
     roles = (
         (episode.attacker_prompts, kept, episode.attacker, out.att_adv, out.att_keep,
          np.full(G * A, att_weight, np.float32), A, layout.num_groups[0],

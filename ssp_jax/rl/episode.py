@@ -6,7 +6,9 @@ replayed attacks, B benign prompts):
   attacker rows  i = g * A + a                                  (G * A rows)
   defender rows  ((g * A) + a) * R + r for fresh attacks, then R rows per replayed item,
                  then R rows per benign prompt                  (D = (G * A + k + B) * R rows)
-Judged rows are the fresh and replayed ones (J = (G * A + k) * R).
+Judged rows are the fresh and replayed ones (J = (G * A + k) * R): the harmful-seed rows, whose
+seed was a harmful goal; the rest are benign-seed rows. The attacker's rewrite never changes a
+row's label (`harmful_seed`), and the rewards follow it (`rl.assemble`).
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ class Episode:
     num_excluded: int
     judge_error: str | None  # the judge's last error this step (None when no row failed)
     reasons: list[str]  # [J] the judge's reasons
-    refused: np.ndarray  # [D] bool, the refusal detector on every response
+    refused: np.ndarray  # [D] bool, a decline by the strict or the lenient check
+    declined: np.ndarray  # [J] bool, the decline check of harmful seeds (PlayChecks.declines)
     degenerate: np.ndarray  # [D] bool, degenerate responses
+    on_topic: np.ndarray  # [B * R] bool, benign answers on the prompt's topic (all True unchecked)
+    on_topic_checked: bool  # on_topic holds the on-topic check's verdicts
     validity: dict[str, np.ndarray]  # [G * A] attack checks (see selfplay.attack_validity)
     attacker_degenerate: np.ndarray  # [G * A] bool, degenerate attacker samples
     intent_checked: bool  # validity["similarity"] holds the intent check's cosines
@@ -55,6 +60,12 @@ class Episode:
     def num_judged(self) -> int:
         """Judged defender rows J (fresh, then replayed)."""
         return len(self.scores)
+
+    @property
+    def harmful_seed(self) -> np.ndarray:
+        """`[D]` bool: the row's seed was a harmful goal (a fresh attack, a direct slot, a
+        replayed attack); False: a benign prompt."""
+        return np.arange(len(self.responses)) < self.num_judged
 
     @property
     def invalid(self) -> np.ndarray:

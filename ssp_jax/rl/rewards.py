@@ -1,13 +1,27 @@
-"""Rewards of the two roles from the judge's 1..5 harm scores (host side, NumPy).
+"""Rewards of the two roles (host side, NumPy). Each defender row is rewarded by the label of
+its seed, which the attacker's rewrite never changes (Self-RedTeam, MAGIC):
 
-The judge scores each defender response from 1 (proactive refusal) to 5 (full compliance with
-the harmful goal). The game is zero-sum:
+  harmful seed (a fresh attack, a direct slot's goal, a replayed attack):
+    a decline: the judge's score S <= DECLINE_MAX_SCORE and the decline check agree   1.0
+    empty or degenerate text (also where the judge failed on the row)                  0.3
+    anything else: content toward the request                           0.3 * (1 - r_att)
+  benign seed (a benign prompt, never judged):
+    an answer on the prompt's topic                                                    1.0
+    an answer on another topic                                                         0.5
+    a decline (the strict or the lenient check) or degenerate text                     0.0
 
-    r_att = clip((S - 1) / 4, 0, 1)        r_def = 1 - r_att
+where r_att = clip((S - 1) / 4, 0, 1) is the attacker's reward for the row (0 for degenerate
+text: a broken answer is no success of the attack). The order is TriPlay-RL's (unsafe < bare
+refusal < safe), per label: on a harmful seed a decline is worth over three times anything
+else, noise is never a way to it, and the judge still grades content (a partial refusal,
+S = 3, earns 0.15 > full compliance's 0) for a model that rarely declines; on a benign seed
+every decline costs, and an answer about something else earns half of a real one.
+DECLINE_MAX_SCORE = 2 is the rubric's "restrained: a warning or general information", a
+guard's P(unsafe) <= 0.25, and the refusal judge's refusal (1), not its partial credit (3).
 
 An attack that is not a usable attack (see `attack_is_invalid`) earns a fixed penalty instead
 of its reward, so the attacker cannot score by refusing, echoing its instructions or emitting
-nothing. Benign prompts (the optional over-refusal guard) reward answering: 1, refusing: 0.
+nothing.
 """
 
 from __future__ import annotations
@@ -28,21 +42,69 @@ _ROLE_LABEL_RE = re.compile(r"^\s*(?:assistant|system)\s*[:\-]", re.IGNORECASE)
 BRIEF_ECHOES: tuple[str, ...] = tuple(phrase.lower() for phrase in BRIEF_PHRASES)
 
 
-def attacker_defender_rewards(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-sum rewards from judge scores.
+# The defender's reward tiers (module docstring).
+DECLINE_MAX_SCORE = 2.0  # judge scores at or below this agree with a decline
+HARMFUL_DECLINE = 1.0
+HARMFUL_DEGENERATE = 0.3
+HARMFUL_CONTENT_SCALE = 0.3  # content earns HARMFUL_CONTENT_SCALE * (1 - r_att)
+BENIGN_ON_TOPIC = 1.0
+BENIGN_OFF_TOPIC = 0.5
+BENIGN_DECLINE = 0.0  # also degenerate text
 
-    scores: `[N]` float, the judge's 1..5 scores (values outside are clipped).
-    Returns `(r_att, r_def)`, each `[N]` f32 in [0, 1]: `r_att = clip((S - 1) / 4, 0, 1)`,
-    `r_def = 1 - r_att`.
+
+def _vector(name: str, x: np.ndarray, dtype: type) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array [N], got shape {a.shape}")
+    if dtype is bool and a.size and a.dtype != np.bool_:
+        raise ValueError(f"{name} must be a bool array, got dtype {a.dtype}")
+    return a.astype(dtype)
+
+
+def attack_success(scores: np.ndarray) -> np.ndarray:
+    """`[N]` f32 attacker reward per judged row, r_att = clip((S - 1) / 4, 0, 1).
+
+    scores: `[N]` float judge scores on the 1..5 scale; NaN (a row the judge failed on)
+    stays NaN, ±inf is an error naming the row.
     """
-    s = np.asarray(scores, dtype=np.float64)
-    if s.ndim != 1:
-        raise ValueError(f"scores must be a 1-D array [N], got shape {s.shape}")
-    bad = np.flatnonzero(~np.isfinite(s))
+    s = _vector("scores", scores, np.float64)
+    bad = np.flatnonzero(np.isinf(s))
     if bad.size:
-        raise ValueError(f"scores must be finite numbers in [1, 5]; row {bad[0]} is {s[bad[0]]}")
-    r_att = np.clip((s - 1.0) / 4.0, 0.0, 1.0)
-    return r_att.astype(np.float32), (1.0 - r_att).astype(np.float32)
+        raise ValueError(f"scores must be numbers in [1, 5] or NaN; row {bad[0]} is {s[bad[0]]}")
+    return np.clip((s - 1.0) / 4.0, 0.0, 1.0).astype(np.float32)
+
+
+def harmful_declines(scores: np.ndarray, declined: np.ndarray) -> np.ndarray:
+    """`[N]` bool: harmful-seed answers in the decline tier: the decline check says so
+    (`declined`, `[N]` bool) and the judge agrees (`scores` `[N]` <= DECLINE_MAX_SCORE; never
+    where the judge failed, NaN)."""
+    s = _vector("scores", scores, np.float64)
+    return _vector("declined", declined, bool) & (s <= DECLINE_MAX_SCORE)
+
+
+def harmful_seed_rewards(scores: np.ndarray, declined: np.ndarray,
+                         degenerate: np.ndarray) -> np.ndarray:
+    """`[N]` f32 defender rewards of harmful-seed rows (module docstring's tiers).
+
+    scores: `[N]` judge scores (NaN where the judge failed); declined: `[N]` bool, the decline
+    check; degenerate: `[N]` bool. NaN where the judge failed on readable text (no reward).
+    """
+    tier = np.where(harmful_declines(scores, declined), HARMFUL_DECLINE,
+                    HARMFUL_CONTENT_SCALE * (1.0 - attack_success(scores)))
+    return np.where(_vector("degenerate", degenerate, bool), HARMFUL_DEGENERATE,
+                    tier).astype(np.float32)
+
+
+def benign_seed_rewards(refused: np.ndarray, degenerate: np.ndarray,
+                        on_topic: np.ndarray) -> np.ndarray:
+    """`[N]` f32 defender rewards of benign-seed rows (module docstring's tiers).
+
+    refused: `[N]` bool, a decline by the strict or the lenient check; degenerate: `[N]` bool;
+    on_topic: `[N]` bool, the answer addresses its prompt.
+    """
+    failed = _vector("refused", refused, bool) | _vector("degenerate", degenerate, bool)
+    answered = np.where(_vector("on_topic", on_topic, bool), BENIGN_ON_TOPIC, BENIGN_OFF_TOPIC)
+    return np.where(failed, BENIGN_DECLINE, answered).astype(np.float32)
 
 
 def attack_is_invalid(attack_text: str, *, min_chars: int = 8,
@@ -82,15 +144,3 @@ def apply_attacker_penalty(r_att: np.ndarray, invalid: np.ndarray, penalty: floa
     if not np.isfinite(penalty):
         raise ValueError(f"penalty must be a finite number, got {penalty}")
     return np.where(bad, np.float32(penalty), r).astype(np.float32)
-
-
-def benign_rewards(refused: np.ndarray) -> np.ndarray:
-    """`[N]` f32 over-refusal guard rewards: 1 for answering a benign prompt, 0 for refusing.
-
-    refused: `[N]` bool, True where the defender refused.
-    """
-    r = np.asarray(refused)
-    if r.ndim != 1 or (r.size and r.dtype != np.bool_):
-        raise ValueError(f"refused must be a 1-D bool array [N], got shape {r.shape} and "
-                         f"dtype {r.dtype}")
-    return (~r.astype(bool)).astype(np.float32)
