@@ -14,6 +14,16 @@ Every example's input is the defender's plain prompt (`game.roles.defender_promp
 config's `selfplay.defender_system_prompt`), never the refusal system prompt: the model learns
 to decline by itself.
 
+What the data holds on SmolLM2-135M-Instruct (the recipe's goals and benign prompts, sampled at
+its temperature 0.8; measured once, by hand): the model rarely declines even when told to. With
+`REFUSAL_SYSTEM_PROMPT`, 2 of 64 samples (4 for each of 16 goals) were strict declines, 2 of 32
+goals kept one (4 samples each), and both "declines" described the crime rather than declining
+(the strict check matched phrases such as "illegal and unethical"); a shorter system prompt
+gave 1 of 64, the instruction appended to the user turn 7 of 64 and then 3 of 128 (8 samples
+per goal). Every one of 32 benign prompts
+kept an on-topic answer. So on this model the baseline trains on few, weak declines; raise
+`samples` and `prompts` (every goal) to collect more.
+
 Compute matched to the self-play recipe of the same config:
 - updates: `SftSettings.steps` (`train.num_steps` for `sft`; the warm start's share for
   `sft_then_selfplay`, whose self-play then runs the remaining steps);
