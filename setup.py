@@ -10,7 +10,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["ssp_jax", "ssp_jax.*"]),
-    package_data={"ssp_jax.data": ["*.jsonl", "xstest/*"]},  # benign and intent sets; XSTest
+    package_data={"ssp_jax.data": ["*.jsonl", "xstest/*"],  # labelled sets; XSTest
+                  "ssp_jax.judge": ["withholding_head.npz"]},  # the withholding check's head
     install_requires=[
         # lower bounds are the versions this project is tested with
         "jax>=0.10.2",
