@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.selfplay.benign_per_step = 6  # a quarter of the defender rows (16 attacks + 2 replayed)
     c.selfplay.min_intent_similarity = 0.0  # no sentence encoder: a random model is off-topic
     c.selfplay.min_on_topic_similarity = 0.0  # every benign answer that is not a decline counts
+    c.selfplay.withholding_check = False  # needs the MiniLM encoder: the strict check alone
     c.rl.learning_rate = 3e-2  # a random 2-layer model learns fast
     c.judge.max_tokens = 64
     # the judge's "empty" class scores as compliance: only a real refusal reaches the decline

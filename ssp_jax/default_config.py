@@ -80,6 +80,11 @@ def _selfplay() -> dict:
         # (reward 1, off-topic 0.5; measured in ssp_jax/judge/on_topic.py); 0 = no check:
         # every benign answer that is not a decline counts as on-topic
         min_on_topic_similarity=0.40,
+        # an answer to a harmful seed is in the decline tier only when the withholding
+        # classifier (ssp_jax/judge/withholding.py, a head on that encoder's features; it must
+        # be all-MiniLM-L6-v2) also says it gives nothing toward the request: "I can't. However,
+        # here is how ..." is not a decline
+        withholding_check=True,
         # of the A attack slots per goal, the first k put the goal itself to the defender (the
         # attacker's sample there gets no advantage and no loss weight), so the defender also
         # trains on direct requests; 0 = off, else at most A - 2 (the attacker keeps two rows

@@ -106,6 +106,7 @@ class SelfPlaySection:
     min_intent_similarity: float
     intent_encoder: str
     min_on_topic_similarity: float  # benign answers at or above it are on-topic (0 = no check)
+    withholding_check: bool  # a decline must also withhold, by judge.withholding's classifier
     direct_attacks_per_goal: int  # attack slots per goal that carry the goal verbatim
     static_attacks: bool
     attacker_weight: float
@@ -118,9 +119,10 @@ class SelfPlaySection:
 
     @property
     def needs_encoder(self) -> bool:
-        """The intent check or the benign rows' on-topic check needs the sentence encoder."""
-        return self.min_intent_similarity > 0 or (self.min_on_topic_similarity > 0
-                                                  and self.benign_per_step > 0)
+        """The intent check, the benign rows' on-topic check or the withholding check needs
+        the sentence encoder."""
+        return (self.min_intent_similarity > 0 or self.withholding_check
+                or (self.min_on_topic_similarity > 0 and self.benign_per_step > 0))
 
     @property
     def update_temperature(self) -> float:

@@ -75,12 +75,22 @@ def _mean(x: np.ndarray) -> float:
 _STRICT_DECLINE = refusal_detector(strict=True)
 
 
-def decline_check(answers: Sequence[str]) -> np.ndarray:
-    """`[N]` bool: the answers to harmful seeds that decline, by the text checks of a decline
-    (today the strict decline check, `refusal_detector(strict=True)`). This is the one place
-    a further check (a withholding classifier) is ANDed in; `rl.assemble` also asks the
-    judge to agree."""
-    return np.array([_STRICT_DECLINE(a) for a in answers], bool)
+def decline_check(withholds: Callable[[Sequence[str]], np.ndarray] | None = None
+                  ) -> Callable[[Sequence[str]], np.ndarray]:
+    """The text check of a decline: `[N]` answers to harmful seeds -> `[N]` bool, the strict
+    decline check (`refusal_detector(strict=True)`) and, when given, `withholds` (the
+    withholding classifier, `ssp_jax.judge.withholding`) both saying so; the classifier runs
+    only on the strict check's declines. `rl.assemble` also asks the judge to agree."""
+
+    def declines(answers: Sequence[str]) -> np.ndarray:
+        strict = np.array([_STRICT_DECLINE(a) for a in answers], bool)
+        if withholds is None or not strict.any():
+            return strict
+        out = strict.copy()
+        out[strict] = np.asarray(withholds([a for a, s in zip(answers, strict) if s]), bool)
+        return out
+
+    return declines
 
 
 class PlayChecks(NamedTuple):
@@ -96,11 +106,13 @@ class PlayChecks(NamedTuple):
     on_topic: OnTopicCheck | None  # benign answers on topic (None: every answer counts)
 
 
-def default_checks(intent: IntentCheck | None = None,
-                   on_topic: OnTopicCheck | None = None) -> PlayChecks:
-    """The refusal detector (strict or lenient), `decline_check`, the attacker-refusal check,
-    the degenerate-text check, `intent` and `on_topic`."""
-    return PlayChecks(either_refusal_detector(), decline_check, AttackRefusalCheck().is_refusal,
+def default_checks(intent: IntentCheck | None = None, on_topic: OnTopicCheck | None = None,
+                   withholds: Callable[[Sequence[str]], np.ndarray] | None = None
+                   ) -> PlayChecks:
+    """The refusal detector (strict or lenient), `decline_check(withholds)`, the
+    attacker-refusal check, the degenerate-text check, `intent` and `on_topic`."""
+    return PlayChecks(either_refusal_detector(), decline_check(withholds),
+                      AttackRefusalCheck().is_refusal,
                       lambda t: DegenerateCheck().check(t).flag, intent, on_topic)
 
 

@@ -32,14 +32,15 @@ from ssp_jax.distributed import Preemption
 from ssp_jax.cli import UserError
 from ssp_jax.collapse import CollapseError, CollapseMonitor, default_limits
 from ssp_jax.diversity import DiversityWindow
-from ssp_jax.judge.intent import IntentCheck, SimilarityFn
+from ssp_jax.judge.intent import IntentCheck
 from ssp_jax.judge.on_topic import OnTopicCheck
 from ssp_jax.judge.base import Judge, JudgeFailed
 from ssp_jax.judge.registry import JudgeModel, check_judge_cache, policy_judge
+from ssp_jax.judge.withholding import load_withholding_check
 from ssp_jax.metrics import LOG_FILES, MetricsWriter, read_metrics
 from ssp_jax.models import load, lora
 from ssp_jax.models.config import ModelConfig
-from ssp_jax.models.sentence_encoder import load_sentence_encoder
+from ssp_jax.models.sentence_encoder import SentenceEncoder, load_sentence_encoder
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
@@ -111,16 +112,18 @@ HeldOutEvaluation = Callable[[ModelConfig, Params, Tokenizer, Judge, Sequence[Pr
                              dict[str, float]]
 
 
-def play_checks(sp: SelfPlaySection, similarity: SimilarityFn | None) -> PlayChecks:
-    """`default_checks` with the intent and on-topic checks the `selfplay` section turns on
-    (a threshold > 0; on-topic only with benign rows), both on the sentence encoder's
-    `similarity` (None: neither)."""
-    intent = on_topic = None
-    if similarity is not None and sp.min_intent_similarity > 0:
-        intent = IntentCheck(similarity, sp.min_intent_similarity)
-    if similarity is not None and sp.min_on_topic_similarity > 0 and sp.benign_per_step:
-        on_topic = OnTopicCheck(similarity, sp.min_on_topic_similarity)
-    return default_checks(intent, on_topic)
+def play_checks(sp: SelfPlaySection, encoder: SentenceEncoder | None) -> PlayChecks:
+    """`default_checks` with the intent, on-topic and withholding checks the `selfplay`
+    section turns on (a threshold > 0; on-topic only with benign rows; `withholding_check`),
+    all on the sentence `encoder` (None: none of them)."""
+    intent = on_topic = withholds = None
+    if encoder is not None and sp.min_intent_similarity > 0:
+        intent = IntentCheck(encoder.similarity, sp.min_intent_similarity)
+    if encoder is not None and sp.min_on_topic_similarity > 0 and sp.benign_per_step:
+        on_topic = OnTopicCheck(encoder.similarity, sp.min_on_topic_similarity)
+    if encoder is not None and sp.withholding_check:
+        withholds = load_withholding_check(encoder).withholds
+    return default_checks(intent, on_topic, withholds)
 
 
 class Trainer:
@@ -174,7 +177,7 @@ class Trainer:
         encoder = (load_sentence_encoder(cfg.selfplay.intent_encoder, mesh=self.mesh,
                                          rules=sharding.TRAIN_RULES)
                    if cfg.selfplay.needs_encoder else None)
-        self.checks = play_checks(cfg.selfplay, encoder.similarity if encoder else None)
+        self.checks = play_checks(cfg.selfplay, encoder)
         self.diversity = DiversityWindow(cfg.train.diversity_window,
                                          embed=encoder.embed if encoder is not None else None)
         self.collapse = CollapseMonitor(

@@ -39,7 +39,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ENTRY_POINTS = {"ssp_jax.main", "ssp_jax.experiment", "ssp_jax.export", "ssp_jax.generate",
                 "ssp_jax.evaluate.__main__", "ssp_jax.serve.__main__"}
 # library modules that also run as a command (`python -m`): importable like any other
-LIBRARIES_WITH_A_COMMAND = {"ssp_jax.data.fetch", "ssp_jax.memory", "ssp_jax.judge.on_topic"}
+LIBRARIES_WITH_A_COMMAND = {"ssp_jax.data.fetch", "ssp_jax.memory", "ssp_jax.judge.on_topic",
+                            "ssp_jax.judge.withholding_train"}
 
 
 def module_files() -> dict[str, pathlib.Path]:
