@@ -57,9 +57,13 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     root = data_root(arg)
     if root is not None:
         c.data.sources = recipe_sources(root)
-    c.selfplay.goals_per_step = 4
+    c.selfplay.goals_per_step = 3
+    c.selfplay.attacks_per_goal = 3
+    # one of the three slots puts the goal itself to the defender (held-out goals are asked
+    # directly); the attacker trains on the other two
+    c.selfplay.direct_attacks_per_goal = 1
     c.selfplay.responses_per_attack = 4  # larger defender groups for a rarely refusing model
-    c.selfplay.benign_per_step = 4  # 16 of 56 defender rows (with 2 replayed attacks x 4)
+    c.selfplay.benign_per_step = 4  # 16 of 60 defender rows (with 2 replayed attacks x 4)
     # more benign rows or lookalike prompts alone did not keep XSTest refusal down (RESULTS.md,
     # runs 2 and 3); a benign row's loss counts three times a harmful one's
     c.selfplay.benign_weight = 3.0
