@@ -38,6 +38,8 @@ TINY_OVERRIDES = {
     "selfplay.max_prompt_tokens": "96",
     "selfplay.min_attack_chars": "4",
     "selfplay.min_intent_similarity": "0.0",
+    "selfplay.min_on_topic_similarity": "0.0",
+    "selfplay.withholding_check": "False",
     "train.num_steps": "2",
 }
 COMMAND_TIMEOUT_S = 900  # a cold JAX start and compile on a loaded 2-core machine
