@@ -78,7 +78,7 @@ from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
 from ssp_jax.replay import ReplayPool
-from ssp_jax.rl.update import (TrainState, completion_logprobs, init_train_state,
+from ssp_jax.rl.update import (TrainState, apply_if_finite, completion_logprobs, init_train_state,
                                split_micro_batches, train_state_shardings)
 from ssp_jax.rollout.sampler import generate_with_params
 from ssp_jax.sections import StepLayout
@@ -381,14 +381,7 @@ def make_sft_step(model_cfg: ModelConfig, optimizer: optax.GradientTransformatio
         grads, ce_sum, count = first
         count = jnp.maximum(count, 1.0)
         grads = jax.tree.map(lambda g: g / count, grads)
-        grad_norm = optax.global_norm(grads)
-        finite = jnp.isfinite(ce_sum) & jnp.isfinite(grad_norm)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        keep = lambda new, old: jax.tree.map(  # noqa: E731
-            lambda a, b: jnp.where(finite, a, b), new, old)
-        new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
-                               opt_state=keep(opt_state, state.opt_state))
+        new_state, grad_norm, finite = apply_if_finite(state, grads, ce_sum, optimizer)
         return new_state, {"loss": ce_sum / count, "tokens": count, "grad_norm": grad_norm,
                            "learning_rate": schedule(state.step),
                            "update_skipped": (~finite).astype(jnp.float32)}

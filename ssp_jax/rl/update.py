@@ -131,6 +131,22 @@ def _micro_terms(params: Params, ref_params: Params | None, mb: TrainBatch,
     return jax.tree.map(lambda g: g.astype(jnp.float32), grads), aux
 
 
+def apply_if_finite(state: TrainState, grads: Params, loss_sum: jax.Array,
+                    optimizer: optax.GradientTransformation) -> tuple[TrainState, jax.Array,
+                                                                      jax.Array]:
+    """One optimizer step from mean `grads`, kept only when `loss_sum` and the gradient norm
+    are finite (else the state comes back unchanged but for its step count). Returns
+    (new state, gradient global norm f32, finite bool)."""
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss_sum) & jnp.isfinite(grad_norm)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(  # noqa: E731
+        lambda a, b: jnp.where(finite, a, b), new, old)
+    return (TrainState(step=state.step + 1, params=keep(params, state.params),
+                       opt_state=keep(opt_state, state.opt_state)), grad_norm, finite)
+
+
 def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
                     optimizer: optax.GradientTransformation, *, temperature: float,
                     num_steps: int, state_shardings: Any = None, batch_shardings: Any = None,
@@ -183,14 +199,7 @@ def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
         terms, extra = aux
         denom = losses.safe_denominator(terms.denom)  # summed over micro-batches and roles
         grads = jax.tree.map(lambda g: g / denom, grads)
-        grad_norm = optax.global_norm(grads)
-        finite = jnp.isfinite(terms.loss_sum) & jnp.isfinite(grad_norm)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        keep = lambda new, old: jax.tree.map(  # noqa: E731
-            lambda a, b: jnp.where(finite, a, b), new, old)
-        new_state = TrainState(step=state.step + 1, params=keep(params, state.params),
-                               opt_state=keep(opt_state, state.opt_state))
+        new_state, grad_norm, finite = apply_if_finite(state, grads, terms.loss_sum, optimizer)
         tokens = jnp.maximum(terms.token_count, 1.0)
         metrics = dict(losses.finalize(terms))
         metrics.update(grad_norm=grad_norm, learning_rate=schedule(state.step),
