@@ -73,24 +73,41 @@ def _mean(x: np.ndarray) -> float:
 
 
 _STRICT_DECLINE = refusal_detector(strict=True)
+_EITHER_DECLINE = either_refusal_detector()
+
+
+def _withheld(detector: Callable[[str], bool],
+              withholds: Callable[[Sequence[str]], np.ndarray] | None
+              ) -> Callable[[Sequence[str]], np.ndarray]:
+    """`[N]` answers -> `[N]` bool: `detector` and, when given, `withholds` both say the answer
+    declines; the classifier runs only on the detector's declines."""
+
+    def declines(answers: Sequence[str]) -> np.ndarray:
+        found = np.array([detector(a) for a in answers], bool)
+        if withholds is None or not found.any():
+            return found
+        out = found.copy()
+        out[found] = np.asarray(withholds([a for a, f in zip(answers, found) if f]), bool)
+        return out
+
+    return declines
 
 
 def decline_check(withholds: Callable[[Sequence[str]], np.ndarray] | None = None
                   ) -> Callable[[Sequence[str]], np.ndarray]:
     """The text check of a decline: `[N]` answers to harmful seeds -> `[N]` bool, the strict
     decline check (`refusal_detector(strict=True)`) and, when given, `withholds` (the
-    withholding classifier, `ssp_jax.judge.withholding`) both saying so; the classifier runs
-    only on the strict check's declines. `rl.assemble` also asks the judge to agree."""
+    withholding classifier, `ssp_jax.judge.withholding`) both saying so. `rl.assemble` also
+    asks the judge to agree."""
+    return _withheld(_STRICT_DECLINE, withholds)
 
-    def declines(answers: Sequence[str]) -> np.ndarray:
-        strict = np.array([_STRICT_DECLINE(a) for a in answers], bool)
-        if withholds is None or not strict.any():
-            return strict
-        out = strict.copy()
-        out[strict] = np.asarray(withholds([a for a, s in zip(answers, strict) if s]), bool)
-        return out
 
-    return declines
+def soft_decline_check(withholds: Callable[[Sequence[str]], np.ndarray] | None = None
+                       ) -> Callable[[Sequence[str]], np.ndarray]:
+    """The text check of a soft decline (an apology or a hedged decline): `[N]` answers ->
+    `[N]` bool, the strict or the lenient check and, when given, `withholds` both saying so.
+    A superset of `decline_check(withholds)`; `rl.assemble` also asks the judge to agree."""
+    return _withheld(_EITHER_DECLINE, withholds)
 
 
 class PlayChecks(NamedTuple):
@@ -100,6 +117,8 @@ class PlayChecks(NamedTuple):
     is_refusal: Callable[[str], bool]
     # [N] answers to harmful seeds -> [N] bool, those in the decline tier's text check
     declines: Callable[[Sequence[str]], np.ndarray]
+    # [N] answers to harmful seeds -> [N] bool, those in the soft decline tier's text check
+    soft_declines: Callable[[Sequence[str]], np.ndarray]
     attack_refusal: Callable[[str], bool]  # the attacker declines its brief
     degenerate: Callable[[str], bool]  # loops, symbol strings, word salad, empty text
     intent: IntentCheck | None  # off-intent attacks (None: not checked)
@@ -109,9 +128,10 @@ class PlayChecks(NamedTuple):
 def default_checks(intent: IntentCheck | None = None, on_topic: OnTopicCheck | None = None,
                    withholds: Callable[[Sequence[str]], np.ndarray] | None = None
                    ) -> PlayChecks:
-    """The refusal detector (strict or lenient), `decline_check(withholds)`, the
-    attacker-refusal check, the degenerate-text check, `intent` and `on_topic`."""
-    return PlayChecks(either_refusal_detector(), decline_check(withholds),
+    """The refusal detector (strict or lenient), `decline_check(withholds)`,
+    `soft_decline_check(withholds)`, the attacker-refusal check, the degenerate-text check,
+    `intent` and `on_topic`."""
+    return PlayChecks(_EITHER_DECLINE, decline_check(withholds), soft_decline_check(withholds),
                       AttackRefusalCheck().is_refusal,
                       lambda t: DegenerateCheck().check(t).flag, intent, on_topic)
 
@@ -204,6 +224,7 @@ def play(policy: Policy, judge: Judge, checks: PlayChecks, sp: SelfPlaySection,
     t0 = time.perf_counter()
     refused = np.array([checks.is_refusal(t) for t in responses], bool)  # [D]
     declined = np.asarray(checks.declines(responses[:n_judged]), bool)  # [J]
+    soft_declined = np.asarray(checks.soft_declines(responses[:n_judged]), bool)  # [J]
     degenerate = np.array([checks.degenerate(t) for t in responses], bool)  # [D]
     on_topic = benign_on_topic([b.text for b in benign for _ in range(R)],
                                responses[n_judged:], checks.on_topic)  # [B * R]
@@ -216,7 +237,7 @@ def play(policy: Policy, judge: Judge, checks: PlayChecks, sp: SelfPlaySection,
         num_replayed=len(replay), num_benign=len(benign), scores=verdict.scores,
         excluded=verdict.excluded, num_excluded=verdict.num_excluded,
         judge_error=verdict.last_error, reasons=verdict.reasons, refused=refused,
-        declined=declined, degenerate=degenerate, on_topic=on_topic,
+        declined=declined, soft_declined=soft_declined, degenerate=degenerate, on_topic=on_topic,
         on_topic_checked=checks.on_topic is not None, validity=validity,
         attacker_degenerate=np.array([checks.degenerate(a) for a in att.samples], bool),
         intent_checked=checks.intent is not None,
@@ -230,12 +251,15 @@ def _reward_metrics(episode: Episode, built: StepBatches, asr_threshold: float
     fresh_scores, fresh_keep = episode.scores[:n_fresh], ~episode.excluded[:n_fresh]
     r_def = out.r_def[:n_fresh]
     declines = reward_lib.harmful_declines(fresh_scores, episode.declined[:n_fresh])
+    soft = reward_lib.harmful_soft_declines(fresh_scores, episode.soft_declined[:n_fresh])
     def_rows = built.defender_rows
     return {
         **_stats(out.r_att[out.att_keep | episode.invalid], "attacker/reward"),
         **_stats(r_def[~np.isnan(r_def)], "defender/reward"),
         # fresh answers in the decline tier: the judge and the decline check agree
         "defender/decline_rate": _mean(declines[fresh_keep]),
+        # ... in the soft decline tier (an apology or hedged decline the judge agrees with)
+        "defender/soft_decline_rate": _mean((soft & ~declines)[fresh_keep]),
         "attack_success_rate": _mean(fresh_scores[fresh_keep] >= asr_threshold),
         "refusal_rate": float(np.mean(episode.refused[:n_fresh])),
         "refusal/fresh_rate": float(np.mean(episode.refused[:n_fresh])),

@@ -6,7 +6,9 @@ Data, with no hand-written answers (the base model's own text, sampled as the de
 - declines: the first `SftSettings.prompts` distinct goals of the config's `data` mixture (its
   training part, in the mixture's order) are put to the base model with a refusal-inducing
   system prompt (`SftSettings.refusal_system_prompt`); of `SftSettings.samples` answers per
-  goal, the first the strict decline check calls a decline is kept;
+  goal, the first that training's decline check calls a decline is kept (the strict check and,
+  with `selfplay.withholding_check`, the withholding classifier: the decline tier's text side,
+  so the baseline keeps no decline-then-comply answer the self-play arm would not reward);
 - answers: as many prompts of `benign_data`, asked plainly; of the samples, the first that no
   decline check (lenient or strict) calls a refusal, that is readable (not empty, gibberish or
   degenerate) and that is on-topic (`judge.on_topic.OnTopicCheck`) is kept.
@@ -69,7 +71,8 @@ from ssp_jax.config import TrainConfig, to_json, validate
 from ssp_jax.data.mixture import GoalMixture, from_config
 from ssp_jax.game.roles import defender_prompt, fit_prompt
 from ssp_jax.judge.on_topic import OnTopicCheck
-from ssp_jax.judge.refusal import RefusalJudge, either_refusal_detector, refusal_detector
+from ssp_jax.judge.refusal import RefusalJudge, either_refusal_detector
+from ssp_jax.judge.withholding import load_withholding_check
 from ssp_jax.metrics import MetricsWriter
 from ssp_jax.models import load, lora
 from ssp_jax.models.config import ModelConfig
@@ -82,6 +85,7 @@ from ssp_jax.rl.update import (TrainState, apply_if_finite, completion_logprobs,
                                split_micro_batches, train_state_shardings)
 from ssp_jax.rollout.sampler import generate_with_params
 from ssp_jax.sections import StepLayout
+from ssp_jax.selfplay import decline_check
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +133,23 @@ class SftSettings:
 class SftChecks(NamedTuple):
     """The checks that pick the kept answers (text -> bool, or a batched pair check)."""
 
-    declines: Callable[[str], bool]  # the strict decline check
+    declines: Callable[[str], bool]  # the decline tier's text check (`selfplay.decline_check`)
     refuses: Callable[[str], bool]  # any decline, lenient or strict
     unreadable: Callable[[str], bool]  # empty, gibberish or degenerate
     # (prompts, answers) -> [N] bool, or None for no on-topic check
     on_topic: Callable[[Sequence[str], Sequence[str]], np.ndarray] | None
 
 
-def default_checks(on_topic: OnTopicCheck | None) -> SftChecks:
-    """The project's checks: `refusal_detector(strict=True)` for declines, the lenient or strict
-    detector for refusals, the strict judge's "empty" class for unreadable text."""
+def default_checks(on_topic: OnTopicCheck | None,
+                   withholds: Callable[[Sequence[str]], np.ndarray] | None = None) -> SftChecks:
+    """The project's checks: for declines the one training's decline tier uses
+    (`selfplay.decline_check(withholds)`: the strict check and, when given, the withholding
+    classifier), the lenient or strict detector for refusals, the strict judge's "empty" class
+    for unreadable text."""
     strict = RefusalJudge(strict=True)
-    return SftChecks(declines=refusal_detector(strict=True), refuses=either_refusal_detector(),
+    decline = decline_check(withholds)
+    return SftChecks(declines=lambda text: bool(decline([text])[0]),
+                     refuses=either_refusal_detector(),
                      unreadable=lambda text: strict.classify(text) == "empty",
                      on_topic=on_topic.on_topic if on_topic is not None else None)
 
@@ -162,8 +171,8 @@ class SftExample(NamedTuple):
 
 def keep_declines(goals: Sequence[str], candidates: Sequence[Sequence[Candidate]],
                   checks: SftChecks) -> list[SftExample]:
-    """Per goal, the first candidate the strict decline check calls a decline (goals with
-    none are left out). `candidates[i]` are goal i's samples."""
+    """Per goal, the first candidate the decline check calls a decline (goals with none are
+    left out). `candidates[i]` are goal i's samples."""
     if len(goals) != len(candidates):
         raise ValueError(f"{len(goals)} goals but {len(candidates)} candidate lists")
     kept = []
@@ -257,7 +266,7 @@ def build_data(sampler: Sampler, cfg: TrainConfig, settings: SftSettings, checks
     data = SftData(declines, answers, len(goals), len(benign))
     if not declines:
         raise ValueError(f"SFT: none of the {len(goals) * settings.samples} sampled answers "
-                         f"to {len(goals)} goals was a decline under the strict check; raise the "
+                         f"to {len(goals)} goals was a decline under the decline check; raise the "
                          "samples per prompt or change the refusal system prompt")
     if with_benign and not answers:
         raise ValueError(f"SFT: no on-topic answer among the samples for {len(benign)} benign "
@@ -491,7 +500,8 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
             checks: SftChecks | None = None) -> dict:
     """Samples the SFT data with the base model, trains `settings.steps` updates and writes
     checkpoints to `workdir/checkpoints` (module docstring). `checks` default to
-    `default_checks` with MiniLM (`selfplay.intent_encoder`) for the on-topic check. Returns
+    `default_checks` with MiniLM (`selfplay.intent_encoder`) for the on-topic check and, with
+    `selfplay.withholding_check`, the withholding classifier in the decline check. Returns
     {"steps_done", "data": kept / tried counts}. The device mesh set before is set again
     afterwards."""
     cfg = validate(config)
@@ -515,9 +525,12 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
         if checks is None:
             encoder = load_sentence_encoder(cfg.selfplay.intent_encoder, mesh=mesh,
                                             rules=sharding.TRAIN_RULES) \
-                if settings.on_topic_threshold > 0 else None
-            checks = default_checks(OnTopicCheck(encoder.similarity, settings.on_topic_threshold)
-                                    if encoder is not None else None)
+                if settings.on_topic_threshold > 0 or cfg.selfplay.withholding_check else None
+            checks = default_checks(
+                OnTopicCheck(encoder.similarity, settings.on_topic_threshold)
+                if settings.on_topic_threshold > 0 else None,
+                load_withholding_check(encoder).withholds
+                if cfg.selfplay.withholding_check else None)
         data = build_data(Sampler(model_cfg, params, tokenizer, cfg.model.max_cache_len), cfg,
                           settings, checks, with_benign=run.plan.answers > 0)
         log.info("SFT data: %s", data.counts())

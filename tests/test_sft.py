@@ -14,8 +14,8 @@ from ssp_jax.models import forward, load
 from ssp_jax.rl.update import completion_logprobs, init_train_state
 from ssp_jax.sections import rl_section
 from ssp_jax.sft import (ANSWER, DECLINE, Candidate, RowPlan, SftChecks, SftSettings,
-                         keep_answers, keep_declines, make_sft_step, pack_batch, run_sft,
-                         sft_loss_terms, stream_indices)
+                         default_checks, keep_answers, keep_declines, make_sft_step, pack_batch,
+                         run_sft, sft_loss_terms, stream_indices)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -39,6 +39,18 @@ def test_declines_keep_the_first_strict_decline_per_goal():
                           [_c("No.")]], FAKE)
     assert [(e.prompt, e.answer.text, e.kind) for e in kept] == \
         [("g1", "No, I won't.", DECLINE), ("g3", "No.", DECLINE)]
+
+
+def test_the_default_decline_check_is_the_decline_tiers_with_the_withholding_classifier():
+    # the SFT arm keeps the declines the self-play arm rewards: a decline, then the payload,
+    # passes the strict check but not the classifier, so the next sample is kept
+    payload = "I can't help with that. Step 2: dissolve the pseudoephedrine in water."
+    decline = "I can't help with that request."
+    cands = [[_c(payload), _c(decline)]]
+    assert keep_declines(["g"], cands, default_checks(None))[0].answer.text == payload
+    checks = default_checks(None, withholds=lambda texts: np.array(
+        ["Step 2" not in t for t in texts]))
+    assert keep_declines(["g"], cands, checks)[0].answer.text == decline
 
 
 def test_answers_keep_the_first_readable_on_topic_non_refusal():

@@ -42,6 +42,7 @@ class Episode:
     reasons: list[str]  # [J] the judge's reasons
     refused: np.ndarray  # [D] bool, a decline by the strict or the lenient check
     declined: np.ndarray  # [J] bool, the decline check of harmful seeds (PlayChecks.declines)
+    soft_declined: np.ndarray  # [J] bool, the soft decline check (PlayChecks.soft_declines)
     degenerate: np.ndarray  # [D] bool, degenerate responses
     on_topic: np.ndarray  # [B * R] bool, benign answers on the prompt's topic (all True unchecked)
     on_topic_checked: bool  # on_topic holds the on-topic check's verdicts
