@@ -16,10 +16,10 @@ model loads; checkpoints are evaluated under their step numbers (`run/checkpoint
 `--ablation sft` replaces self-play by supervised refusal training at the same compute
 (`ssp_jax.sft`: the base model's own declines to the training goals, by the decline tier's
 check, and its on-topic answers to the benign prompts, `train.num_steps` updates of the
-defender batch's rows, the config's optimizer); `--ablation sft_then_selfplay` runs that SFT for the first
-`--sft-warm-start` share of the steps (default 0.2, at least one step), then the recipe for the
-rest from the SFT weights with a fresh optimizer state (the trainer resumes from SFT's last
-checkpoint). The `--sft-*` options set the SFT data; checkpoints of both parts are evaluated.
+defender batch's rows, the config's optimizer); `--ablation sft_then_selfplay` runs that SFT
+for the first `--sft-warm-start` share of the steps (default 0.2, at least one step), then the
+recipe for the rest from the SFT weights with a fresh optimizer state (the trainer resumes from
+SFT's last checkpoint). The `--sft-*` options set the SFT data; checkpoints of both parts are evaluated.
 
 Outputs under --out: `run/` (the training workdir), `results.json`, `items.jsonl`,
 `results.md` (a row per checkpoint), `frontier.png` (attack success vs safe-prompt refusal)

@@ -22,9 +22,12 @@ its temperature 0.8; measured once, by hand): the model rarely declines even whe
 goals kept one (4 samples each), and both "declines" described the crime rather than declining
 (the strict check matched phrases such as "illegal and unethical"); a shorter system prompt
 gave 1 of 64, the instruction appended to the user turn 7 of 64 and then 3 of 128 (8 samples
-per goal). Every one of 32 benign prompts
-kept an on-topic answer. So on this model the baseline trains on few, weak declines; raise
-`samples` and `prompts` (every goal) to collect more.
+per goal). Every one of 32 benign prompts kept an on-topic answer. At the defaults (256 goals,
+4 samples each, the recipe's decline check with the withholding classifier) 19 goals kept a
+decline and 255 of 256 benign prompts an answer (benchmarks/RESULTS.md, "The `sft`
+baseline"); several of the kept "declines" are hate mail or descriptions of the crime that
+pass both checks. So on this model the baseline trains on few, weak declines; raise `samples`
+and `prompts` (every goal) to collect more.
 
 Compute matched to the self-play recipe of the same config:
 - updates: `SftSettings.steps` (`train.num_steps` for `sft`; the warm start's share for

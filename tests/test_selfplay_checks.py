@@ -1,6 +1,7 @@
 """The rollout's checks besides the judge: attacker refusal (persona attacks stay valid), the
-intent check (verbatim goals stay valid), the static-attack ablation and direct slots, benign rows by default in
-every config, the collapse monitor stopping a run."""
+intent check (verbatim goals stay valid), the decline and soft decline checks, the
+static-attack ablation and direct slots, benign rows by default in every config, the collapse
+monitor stopping a run."""
 
 import importlib
 
