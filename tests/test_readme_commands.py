@@ -250,16 +250,23 @@ def test_readme_and_docs_links_reach_existing_files_and_headings():
     assert not broken, broken
 
 
-def _help_text(module: str, subcommand: str | None) -> str:
-    """`python -m MODULE [SUBCOMMAND] --help` output (absl's `--helpfull` for main, which
-    exits 1 after printing it)."""
-    absl = module == "ssp_jax.main"
-    args = [sys.executable, "-m", module, *([subcommand] if subcommand else []),
-            "--helpfull" if absl else "--help"]
+def _help_texts(commands: list[tuple[str, str | None]]) -> dict[tuple[str, str | None], str]:
+    """`python -m MODULE [SUBCOMMAND] --help` output of each (module, subcommand), the
+    processes run side by side (absl's `--helpfull` for main, which exits 1 after printing)."""
     env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
-    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == (1 if absl else 0), f"{args[1:]} failed:\n{proc.stderr[-2000:]}"
-    return proc.stdout + proc.stderr
+    procs = {}
+    for module, subcommand in commands:
+        flag = "--helpfull" if module == "ssp_jax.main" else "--help"
+        args = [sys.executable, "-m", module, *([subcommand] if subcommand else []), flag]
+        procs[module, subcommand] = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    texts = {}
+    for (module, subcommand), proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        expected = 1 if module == "ssp_jax.main" else 0
+        assert proc.returncode == expected, f"{module} {subcommand or ''} failed:\n{err[-2000:]}"
+        texts[module, subcommand] = out + err
+    return texts
 
 
 @pytest.mark.slow
@@ -277,9 +284,10 @@ def test_docs_commands_use_only_flags_their_command_has():
             used.setdefault((module, subcommand), set()).update(flags)
     assert ("ssp_jax.evaluate", None) in used, "docs name no evaluate command"
     unknown = []
-    for (module, subcommand), flags in used.items():
-        listed = set(re.findall(r"--[a-z][\w-]*", _help_text(module, subcommand)))
-        unknown += [" ".join(filter(None, (module, subcommand, f))) for f in sorted(flags - listed)]
+    for (module, subcommand), text in _help_texts(list(used)).items():
+        listed = set(re.findall(r"--[a-z][\w-]*", text))
+        unknown += [" ".join(filter(None, (module, subcommand, f)))
+                    for f in sorted(used[module, subcommand] - listed)]
     assert not unknown, unknown
 
 
