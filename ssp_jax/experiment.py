@@ -19,7 +19,8 @@ check, and its on-topic answers to the benign prompts, `train.num_steps` updates
 defender batch's rows, the config's optimizer); `--ablation sft_then_selfplay` runs that SFT
 for the first `--sft-warm-start` share of the steps (default 0.2, at least one step), then the
 recipe for the rest from the SFT weights with a fresh optimizer state (the trainer resumes from
-SFT's last checkpoint). The `--sft-*` options set the SFT data; checkpoints of both parts are evaluated.
+SFT's last checkpoint). The `--sft-*` options set the SFT data; checkpoints of both parts are
+evaluated.
 
 Outputs under --out: `run/` (the training workdir), `results.json`, `items.jsonl`,
 `results.md` (a row per checkpoint), `frontier.png` (attack success vs safe-prompt refusal)

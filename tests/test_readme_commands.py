@@ -256,15 +256,16 @@ def _help_texts(commands: list[tuple[str, str | None]]) -> dict[tuple[str, str |
     env = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
     procs = {}
     for module, subcommand in commands:
-        flag = "--helpfull" if module == "ssp_jax.main" else "--help"
-        args = [sys.executable, "-m", module, *([subcommand] if subcommand else []), flag]
-        procs[module, subcommand] = subprocess.Popen(
+        absl = module == "ssp_jax.main"
+        args = [sys.executable, "-m", module, *([subcommand] if subcommand else []),
+                "--helpfull" if absl else "--help"]
+        procs[module, subcommand] = absl, subprocess.Popen(
             args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     texts = {}
-    for (module, subcommand), proc in procs.items():
+    for (module, subcommand), (absl, proc) in procs.items():
         out, err = proc.communicate(timeout=300)
-        expected = 1 if module == "ssp_jax.main" else 0
-        assert proc.returncode == expected, f"{module} {subcommand or ''} failed:\n{err[-2000:]}"
+        assert proc.returncode == (1 if absl else 0), \
+            f"{module} {subcommand or ''} failed:\n{err[-2000:]}"
         texts[module, subcommand] = out + err
     return texts
 
