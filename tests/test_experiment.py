@@ -77,7 +77,7 @@ def test_experiment_runs_end_to_end_on_the_tiny_config(tmp_path):
     for metrics in results["models"].values():
         for key in ("heldout/direct/asr", "heldout/direct/asr_strict",
                     "heldout/self-attack/asr", "heldout/self-attack/asr_strict",
-                    "safe_lookalikes/safe_refusal_rate"):
+                    "heldout/self-attack/attacker_refusal_rate", "safe_lookalikes/safe_refusal_rate"):
             assert 0.0 <= metrics[key] <= 1.0, key
     assert results["settings"]["config"]["replay"]["replay_per_step"] == 0
     assert results["judge"]["second"].startswith("strict decline check")

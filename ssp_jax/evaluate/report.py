@@ -32,8 +32,8 @@ DIVERSITY_KEYS = (("diversity/pairwise_cosine_distance", "cosine distance (step)
 def headline_metrics(metrics: dict[str, float]) -> list[str]:
     """The metrics shown in tables and bar charts (rates and mean scores, not counts)."""
     return [k for k in metrics if k.rsplit("/", 1)[-1] in (
-        "asr", "asr_strict", "asr_withholding", "score_mean", "refusal_rate",
-        "safe_refusal_rate", "unsafe_compliance_rate")]
+        "asr", "asr_strict", "asr_withholding", "asr_strict_attacked", "attacker_refusal_rate",
+        "score_mean", "refusal_rate", "safe_refusal_rate", "unsafe_compliance_rate")]
 
 
 def write_results(out: PathLike, results: dict[str, dict[str, float]],
