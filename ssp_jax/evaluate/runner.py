@@ -5,7 +5,8 @@ Attack modes: `direct` puts the goal to the model as the user turn; `self-attack
 the model's own attacker (the training brief, greedy) rewrite the goal, then the model
 answers that attack; a rewrite in which the attacker declines its brief (training's
 `AttackRefusalCheck`) asks for nothing, so self-attack also reports how often that happened
-(`attacker_refusal_rate`) and strict attack success over the other rows (`asr_strict_attacked`). The judge gets a HarmBench contextual behaviour's context as a field
+(`attacker_refusal_rate`) and strict attack success over the other rows
+(`asr_strict_attacked`). The judge gets a HarmBench contextual behaviour's context as a field
 (`evaluate.benchmarks.judge_fields`), not pasted into the request. Responses are greedy.
 Attack success = judge score ≥ `asr_threshold`, over the rows the judge scored; rows it failed
 on are excluded and counted (`judge_excluded`).
