@@ -125,12 +125,30 @@ class PlayChecks(NamedTuple):
     on_topic: OnTopicCheck | None  # benign answers on topic (None: every answer counts)
 
 
+def _read_once(withholds: Callable[[Sequence[str]], np.ndarray]
+               ) -> Callable[[Sequence[str]], np.ndarray]:
+    """`withholds` that reads each distinct answer once, and keeps the last call's verdicts for
+    the next call: `play()` asks the decline tier and then the soft decline tier, whose
+    answers include the first tier's."""
+    last: dict[str, bool] = {}
+
+    def cached(answers: Sequence[str]) -> np.ndarray:
+        nonlocal last
+        new = [a for a in dict.fromkeys(answers) if a not in last]
+        verdicts = dict(zip(new, np.asarray(withholds(new), bool).tolist())) if new else {}
+        last = {a: last[a] if a in last else verdicts[a] for a in answers}
+        return np.array([last[a] for a in answers], bool)
+
+    return cached
+
+
 def default_checks(intent: IntentCheck | None = None, on_topic: OnTopicCheck | None = None,
                    withholds: Callable[[Sequence[str]], np.ndarray] | None = None
                    ) -> PlayChecks:
     """The refusal detector (strict or lenient), `decline_check(withholds)`,
-    `soft_decline_check(withholds)`, the attacker-refusal check, the degenerate-text check,
-    `intent` and `on_topic`."""
+    `soft_decline_check(withholds)` (sharing one reading of each answer by `withholds`), the
+    attacker-refusal check, the degenerate-text check, `intent` and `on_topic`."""
+    withholds = None if withholds is None else _read_once(withholds)
     return PlayChecks(_EITHER_DECLINE, decline_check(withholds), soft_decline_check(withholds),
                       AttackRefusalCheck().is_refusal,
                       lambda t: DegenerateCheck().check(t).flag, intent, on_topic)
