@@ -247,10 +247,11 @@ def compiled_sampler(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compil
         results.append(Compiled.of(compiled))
         logits, cache, kv_mask, lengths = _abstract(jax.eval_shape(prefill, params, prompt, mask),
                                                     compiled.output_shardings)
+        # [N] bool per row: DecodeStart's active and greedy
         rows = jax.ShapeDtypeStruct((n * samples,), bool, sharding=lengths.sharding)
         scalar = lambda dtype, shape=(): jax.ShapeDtypeStruct(shape, dtype)  # noqa: E731
         results.append(Compiled.of(decode.lower(
-            params, cache, DecodeStart(logits, kv_mask, lengths, rows),
+            params, cache, DecodeStart(logits, kv_mask, lengths, rows, rows),
             SamplingInputs(scalar(np.uint32, (2,)), scalar(np.float32), scalar(np.int32),
                            scalar(np.float32), scalar(np.int32, (MAX_STOP_IDS,)))).compile()))
     return max(results, key=lambda c: c.peak)

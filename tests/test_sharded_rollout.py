@@ -58,7 +58,8 @@ def test_compiled_sampler_splits_rows_over_data_and_fsdp(params, sizes, row_shar
     key = jax.ShapeDtypeStruct((2,), np.uint32)
     scalar = lambda dtype: jax.ShapeDtypeStruct((), dtype)  # noqa: E731
     args = (sharded, out_shapes[1],
-            DecodeStart(out_shapes[0], *out_shapes[2:], jax.ShapeDtypeStruct((rows,), bool)),
+            DecodeStart(out_shapes[0], *out_shapes[2:], jax.ShapeDtypeStruct((rows,), bool),
+                        jax.ShapeDtypeStruct((rows,), bool)),
             SamplingInputs(key, scalar(np.float32), scalar(np.int32), scalar(np.float32),
                            jax.ShapeDtypeStruct((16,), np.int32)))
     compiled = decode.lower(*args).compile()
@@ -75,9 +76,10 @@ def test_compiled_sampler_splits_rows_over_data_and_fsdp(params, sizes, row_shar
     assert compiled.memory_analysis().argument_size_in_bytes - full_params < full_cache / 2
 
 
-@pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_sharded_sampler_gives_the_one_device_tokens(params, temperature):
-    kwargs = dict(temperature=temperature, num_samples=2, seed=7, stop_ids=[3])
+@pytest.mark.parametrize("temperature, greedy_samples", [(0.0, 0), (1.0, 0), (1.0, 1)])
+def test_sharded_sampler_gives_the_one_device_tokens(params, temperature, greedy_samples):
+    kwargs = dict(temperature=temperature, num_samples=2, greedy_samples=greedy_samples, seed=7,
+                  stop_ids=[3])
     one = generate_with_params(CFG, params, PROMPTS, 10, **kwargs)
     sharded = on_mesh(params, {"data": 2, "fsdp": 2, "tensor": 2})
     mesh = generate_with_params(CFG, sharded, PROMPTS, 10, **kwargs)  # 3 prompts padded to 4

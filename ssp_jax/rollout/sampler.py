@@ -2,8 +2,11 @@
 
 Prompts are left-padded to a length bucket (see `bucket_length`), so a new prompt length
 inside the same bucket reuses the compiled program. Temperature, top-k,
-top-p, the seed and the stop ids are traced values: changing them never recompiles.
-With `num_samples = G` each prompt is prefilled once and its cache fanned out to G rows.
+top-p, the seed, the stop ids and which rows are greedy are traced values: changing them
+never recompiles.
+With `num_samples = G` each prompt is prefilled once and its cache fanned out to G rows;
+with `greedy_samples = k` the first k of those G rows take the argmax token at every step
+(the rest sample), while every row reports log-probs at the sampling temperature.
 
 Rows are sharded over the parameters' mesh: prompts, fanned-out rows and the KV cache carry
 logical axes (`batch`, `cache_batch`, `kv_heads`, ...) that the rule table maps to mesh axes,
@@ -44,9 +47,10 @@ MAX_STOP_IDS = 16
 class GenerationResult:
     """Sampled continuations, prompt-major: row `i * num_samples + g` is sample g of prompt i.
 
-    tokens: new token ids per row, cut after the first stop token (kept).
+    tokens: new token ids per row, cut after the first stop token (kept); with
+      `greedy_samples = k` rows `i * num_samples + g`, g < k, are greedy decodes.
     logprobs: per-token log-probabilities `[len]` f32 under softmax(logits / temperature),
-      before any top-k/top-p filter (see `sample_token`).
+      before any top-k/top-p filter, greedy rows included (see `sample_token`).
     finished: whether each row ended on a stop token (else it hit max_new_tokens).
     """
 
@@ -105,18 +109,25 @@ def _inverse_cdf_sample(key: jax.Array, logits: jax.Array) -> jax.Array:
 
 
 def sample_token(logits: jax.Array, key: jax.Array, temperature: jax.Array, top_k: jax.Array,
-                 top_p: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Samples one token per row of logits `[N, V]`; temperature ≤ 0 is greedy.
+                 top_p: jax.Array, greedy_rows: jax.Array | None = None
+                 ) -> tuple[jax.Array, jax.Array]:
+    """Samples one token per row of logits `[N, V]`; temperature ≤ 0 is greedy, and so are the
+    rows where `greedy_rows [N] bool` is True (None: none), whatever the temperature.
     Returns tokens `[N]` int32 and their log-probabilities `[N]` f32 under the *unfiltered*
-    softmax of logits / temperature (temperature 1 if greedy): top-k/top-p choose the token but
-    not its reported log-prob, so the sampler's and the trainer's log-probs (`rl.losses.
-    token_logprobs`) are of the same distribution and the first importance ratio is 1."""
+    softmax of logits / temperature (temperature 1 if temperature ≤ 0): top-k/top-p and
+    `greedy_rows` choose the token but not its reported log-prob, so the sampler's and the
+    trainer's log-probs (`rl.losses.token_logprobs`) are of the same distribution and the first
+    importance ratio is 1."""
     greedy = temperature <= 0
     scaled = logits / jnp.where(greedy, 1.0, temperature)
     filtered = jax.lax.cond((top_k > 0) | (top_p < 1.0),
                             lambda x: filter_logits(x, top_k, top_p), lambda x: x, scaled)
     token = jax.lax.cond(greedy, lambda x: jnp.argmax(x, axis=-1).astype(jnp.int32),
                          lambda x: _inverse_cdf_sample(key, x), filtered)
+    if greedy_rows is not None:
+        # argmax of the raw logits: the token a temperature-0 decode takes (dividing by T can
+        # round two nearly equal logits to a tie)
+        token = jnp.where(greedy_rows, jnp.argmax(logits, axis=-1).astype(jnp.int32), token)
     logp = jax.nn.log_softmax(scaled, axis=-1)
     return token, jnp.take_along_axis(logp, token[:, None], axis=-1)[:, 0]
 
@@ -154,6 +165,7 @@ class DecodeStart(NamedTuple):
     kv_mask: jax.Array  # [N, S] bool: filled cache slots
     lengths: jax.Array  # [N] int32 prompt lengths
     active: jax.Array  # [N] bool: False for row padding (starts done)
+    greedy: jax.Array  # [N] bool: the row takes the argmax token at every step
 
 
 class SamplingInputs(NamedTuple):
@@ -168,10 +180,10 @@ class SamplingInputs(NamedTuple):
 
 def _decode(params: Params, cache, start: DecodeStart, sampling: SamplingInputs, *,
             cfg: ModelConfig, max_new_tokens: int):
-    """Decode loop; rows where `start.active` is False start done (row padding). Returns
-    tokens `[N, M]` int32, logprobs `[N, M]` f32, done `[N]`, steps run and the final cache
-    (donated in, aliased out)."""
-    logits, kv_mask, lengths, active = start
+    """Decode loop; rows where `start.active` is False start done (row padding), rows where
+    `start.greedy` is True decode greedily. Returns tokens `[N, M]` int32, logprobs `[N, M]`
+    f32, done `[N]`, steps run and the final cache (donated in, aliased out)."""
+    logits, kv_mask, lengths, active, greedy = start
     key_data, temperature, top_k, top_p, stop_ids = sampling
     key = jax.random.wrap_key_data(key_data)
     n = logits.shape[0]
@@ -183,7 +195,7 @@ def _decode(params: Params, cache, start: DecodeStart, sampling: SamplingInputs,
     def body(state: DecodeState) -> DecodeState:
         step, done = state.step, state.done
         token, logp = sample_token(state.logits, jax.random.fold_in(key, step), temperature,
-                                   top_k, top_p)
+                                   top_k, top_p, greedy)
         token = jnp.where(done, 0, token)
         slot = first_slot + step
         logits, cache = decode_step(params, cfg, token[:, None], (lengths + step)[:, None],
@@ -202,13 +214,17 @@ def _decode(params: Params, cache, start: DecodeStart, sampling: SamplingInputs,
 
 
 def _validate(cfg: ModelConfig, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-              num_samples: int, max_cache_len: int, stop_ids: Sequence[int]) -> int:
+              num_samples: int, greedy_samples: int, max_cache_len: int,
+              stop_ids: Sequence[int]) -> int:
     """Checks the request; returns the longest prompt length."""
     if not prompts:
         raise ValueError("generate() needs at least one prompt")
     if max_new_tokens < 1 or num_samples < 1:
         raise ValueError(f"max_new_tokens ({max_new_tokens}) and num_samples ({num_samples}) "
                          "must be ≥ 1")
+    if not 0 <= greedy_samples <= num_samples:
+        raise ValueError(f"greedy_samples ({greedy_samples}) must be in [0, num_samples = "
+                         f"{num_samples}]")
     if len(stop_ids) > MAX_STOP_IDS:
         raise ValueError(f"at most {MAX_STOP_IDS} stop ids are supported, got {len(stop_ids)}")
     longest = 0
@@ -289,7 +305,7 @@ def _decode_program(layout: _Layout, cfg: ModelConfig, n: int, cache_len: int,
         functools.partial(_decode, cfg=cfg, max_new_tokens=max_new_tokens),
         in_shardings=(layout.params, cache,
                       DecodeStart(layout.rows((n, cfg.vocab_size)), layout.rows((n, cache_len)),
-                                  layout.rows((n,)), layout.rows((n,))),
+                                  layout.rows((n,)), layout.rows((n,)), layout.rows((n,))),
                       SamplingInputs(r, r, r, r, r)),
         out_shardings=(new, new, layout.rows((n,)), r, cache), donate_argnums=1)
 
@@ -312,13 +328,15 @@ def row_multiple(params: Params) -> int:
 
 def generate_with_params(cfg: ModelConfig, params: Params, prompts: Sequence[Sequence[int]],
                          max_new_tokens: int, *, temperature: float = 1.0, top_p: float = 1.0,
-                         top_k: int = 0, num_samples: int = 1, seed: int | jax.Array = 0,
-                         stop_ids: Sequence[int] = (), pad_id: int = 0,
-                         max_cache_len: int | None = None) -> GenerationResult:
+                         top_k: int = 0, num_samples: int = 1, greedy_samples: int = 0,
+                         seed: int | jax.Array = 0, stop_ids: Sequence[int] = (),
+                         pad_id: int = 0, max_cache_len: int | None = None
+                         ) -> GenerationResult:
     """`generate` on a parameter dict (the trainer's hot path; no NNX graph traversal), rows
     sharded over the parameters' mesh."""
     max_cache_len = max_cache_len or cfg.max_position_embeddings
-    longest = _validate(cfg, prompts, max_new_tokens, num_samples, max_cache_len, stop_ids)
+    longest = _validate(cfg, prompts, max_new_tokens, num_samples, greedy_samples,
+                        max_cache_len, stop_ids)
     length = bucket_length(longest, max_cache_len - max_new_tokens)
     layout = _layout(params)
     padded = list(prompts) + [prompts[-1]] * (-len(prompts) % layout.row_multiple)
@@ -332,9 +350,11 @@ def generate_with_params(cfg: ModelConfig, params: Params, prompts: Sequence[Seq
     stops[:len(stop_ids)] = list(stop_ids)
     key = seed if isinstance(seed, jax.Array) else jax.random.key(seed)
     n = len(prompts) * num_samples
-    active = np.arange(len(padded) * num_samples) < n
+    row = np.arange(len(padded) * num_samples)  # [N] prompt-major: rows of a prompt adjacent
+    active = row < n
+    greedy = row % num_samples < greedy_samples  # the first greedy_samples rows of each prompt
     out, logps, done, steps, _ = decode_fn(
-        params, cache, DecodeStart(logits, kv_mask, lengths, rows(active)),
+        params, cache, DecodeStart(logits, kv_mask, lengths, rows(active), rows(greedy)),
         SamplingInputs(full(jax.random.key_data(key)), full(np.float32(temperature)),
                        full(np.int32(top_k)), full(np.float32(top_p)), full(stops)))
     out, logps, done, steps = (sharding.to_host(x) for x in (out, logps, done, steps))
@@ -349,16 +369,20 @@ def generate_with_params(cfg: ModelConfig, params: Params, prompts: Sequence[Seq
 
 def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int, *,
              temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-             num_samples: int = 1, seed: int | jax.Array = 0, stop_ids: Sequence[int] = (),
-             pad_id: int = 0, max_cache_len: int | None = None) -> GenerationResult:
+             num_samples: int = 1, greedy_samples: int = 0, seed: int | jax.Array = 0,
+             stop_ids: Sequence[int] = (), pad_id: int = 0,
+             max_cache_len: int | None = None) -> GenerationResult:
     """Samples continuations of token-id prompts from a `Transformer`.
 
-    temperature ≤ 0 is greedy; top_k ≤ 0 and top_p = 1 disable those filters. `stop_ids`
+    temperature ≤ 0 is greedy; top_k ≤ 0 and top_p = 1 disable those filters. Of each
+    prompt's `num_samples` rows the first `greedy_samples` (0 ≤ k ≤ num_samples) take the
+    argmax token at every step whatever the temperature, and still report log-probs under
+    softmax(logits / temperature), the distribution the update scores. `stop_ids`
     end a row (the stop token is kept). The cache holds the prompt bucket plus
     `max_new_tokens` slots and may not exceed `max_cache_len` (default: the model's
     max_position_embeddings).
     """
     return generate_with_params(
         model.config, model.params(), prompts, max_new_tokens, temperature=temperature,
-        top_p=top_p, top_k=top_k, num_samples=num_samples, seed=seed, stop_ids=stop_ids,
-        pad_id=pad_id, max_cache_len=max_cache_len)
+        top_p=top_p, top_k=top_k, num_samples=num_samples, greedy_samples=greedy_samples,
+        seed=seed, stop_ids=stop_ids, pad_id=pad_id, max_cache_len=max_cache_len)
