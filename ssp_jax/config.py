@@ -99,6 +99,19 @@ def _check_direct_slots(attacks: int, direct: int) -> None:
             "attacks_per_goal, or use selfplay.static_attacks for no attacker)")
 
 
+def _check_greedy_responses(responses: int, greedy: int) -> None:
+    """Greedy answers must leave each defender group a sampled one: the greedy answers of a
+    group are all the same text, so a group of only greedy answers has equal rewards and
+    advantage 0 (no defender training). At temperature 0 every answer is greedy already and
+    this changes nothing (allowed)."""
+    if not 0 <= greedy < responses:
+        raise ConfigError(
+            f"config field selfplay.greedy_responses={greedy} must be in [0, "
+            f"selfplay.responses_per_attack - 1 = {responses - 1}]: greedy answers of one "
+            "prompt are all the same text, so each defender group needs at least one sampled "
+            "answer for a nonzero advantage (0 = off)")
+
+
 def _check_values(cfg: TrainConfig) -> None:
     try:
         check_judge_section(cfg.judge)
@@ -119,6 +132,7 @@ def _check_values(cfg: TrainConfig) -> None:
     if not 0 < cfg.selfplay.top_p <= 1:
         raise ConfigError(f"config field selfplay.top_p={cfg.selfplay.top_p!r} must be in (0, 1]")
     _check_direct_slots(cfg.selfplay.attacks_per_goal, cfg.selfplay.direct_attacks_per_goal)
+    _check_greedy_responses(cfg.selfplay.responses_per_attack, cfg.selfplay.greedy_responses)
     for field in ("min_intent_similarity", "min_on_topic_similarity"):
         if not -1 <= getattr(cfg.selfplay, field) <= 1:
             raise ConfigError(f"config field selfplay.{field}={getattr(cfg.selfplay, field)!r} "

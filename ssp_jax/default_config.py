@@ -59,6 +59,11 @@ def _selfplay() -> dict:
         goals_per_step=2,  # G goals per step
         attacks_per_goal=2,  # A attack prompts per goal (the attacker's group)
         responses_per_attack=2,  # R defender responses per attack (the defender's group)
+        # of each defender group's R answers, the first k are greedy decodes (argmax tokens,
+        # log-probs still at `temperature`), so the answer evaluation sees is always scored and
+        # its advantage pushes the mode itself; 0 = off, else at most R - 1 (a group keeps one
+        # sampled answer); the attacker always samples, and at temperature 0 it changes nothing
+        greedy_responses=0,
         attacker_max_tokens=48,  # attack prompt length limit
         defender_max_tokens=64,  # response length limit
         max_prompt_tokens=192,  # role prompt limit: a longer goal/attack loses its middle

@@ -92,6 +92,7 @@ class SelfPlaySection:
     goals_per_step: int  # G
     attacks_per_goal: int  # A, the attacker's group size
     responses_per_attack: int  # R, the defender's group size
+    greedy_responses: int  # the first k of each defender group decode greedily
     attacker_max_tokens: int
     defender_max_tokens: int
     max_prompt_tokens: int

@@ -53,12 +53,14 @@ class SamplingParams(NamedTuple):
 
 
 def _sample(policy: Policy, prompts: list[list[int]], max_tokens: int, num_samples: int,
-            key: jax.Array, sampling: SamplingParams) -> GenerationResult:
+            key: jax.Array, sampling: SamplingParams, greedy_samples: int = 0
+            ) -> GenerationResult:
+    """`num_samples` rows per prompt, the first `greedy_samples` of them greedy decodes."""
     return generate_with_params(
         policy.cfg, policy.params, prompts, max_tokens, temperature=sampling.temperature,
-        top_p=sampling.top_p, top_k=sampling.top_k, num_samples=num_samples, seed=key,
-        stop_ids=policy.tokenizer.stop_ids, pad_id=policy.tokenizer.pad_id,
-        max_cache_len=policy.max_cache_len)
+        top_p=sampling.top_p, top_k=sampling.top_k, num_samples=num_samples,
+        greedy_samples=greedy_samples, seed=key, stop_ids=policy.tokenizer.stop_ids,
+        pad_id=policy.tokenizer.pad_id, max_cache_len=policy.max_cache_len)
 
 
 def _stats(x: np.ndarray, prefix: str) -> dict[str, float]:
@@ -209,8 +211,9 @@ def play(policy: Policy, judge: Judge, checks: PlayChecks, sp: SelfPlaySection,
     """Runs both roles on `goals` (plus replayed attacks and benign prompts), judges the
     defender and runs `checks`. With `sp.static_attacks` the defender gets each goal verbatim
     (the attacker is still sampled: same compute); with `sp.direct_attacks_per_goal = k` only
-    the first k attack slots of each goal do. Every goal given is played (dynamic sampling
-    picks the batch's goals later, in `build_batches`)."""
+    the first k attack slots of each goal do; with `sp.greedy_responses = k` the first k of
+    each prompt's R defender answers are greedy decodes. Every goal given is played (dynamic
+    sampling picks the batch's goals later, in `build_batches`)."""
     R, timings = sp.responses_per_attack, {}
     att_key, def_key = jax.random.split(key)
     texts = [g.text for g in goals]
@@ -227,7 +230,7 @@ def play(policy: Policy, judge: Judge, checks: PlayChecks, sp: SelfPlaySection,
         sp.max_prompt_tokens)
         for text in attacks + [item.attack for item in replay] + [b.text for b in benign]))
     dfn = _sample(policy, list(def_prompts), sp.defender_max_tokens, R, def_key,
-                  SamplingParams.of(sp))
+                  SamplingParams.of(sp), sp.greedy_responses)
     responses = [tok.decode(t).strip() for t in dfn.tokens]
     timings["defender_rollout"] = time.perf_counter() - t0
 

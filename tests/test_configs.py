@@ -215,6 +215,27 @@ def test_direct_slots_that_leave_two_attacker_rows_validate(attacks, direct):
     assert validate(raw).selfplay.direct_attacks_per_goal == direct
 
 
+@pytest.mark.parametrize("responses, greedy", [(2, 2), (4, 4), (4, 5), (2, -1)])
+def test_greedy_responses_must_leave_each_defender_group_a_sampled_answer(responses, greedy):
+    # greedy answers to one prompt are one text: a group of only those has advantage 0
+    raw = plain_data(default_config.get_config())
+    raw["selfplay"].update(responses_per_attack=responses, greedy_responses=greedy)
+    with pytest.raises(ConfigError, match=(
+            rf"selfplay.greedy_responses={greedy} must be in \[0, selfplay.responses_per_attack"
+            rf" - 1 = {responses - 1}\].*at least one sampled answer")):
+        validate(raw)
+
+
+@pytest.mark.parametrize("responses, greedy, temperature", [
+    (2, 0, 0.7), (2, 1, 0.7), (4, 3, 1.0),
+    (2, 1, 0.0)])  # at temperature 0 every answer is greedy already: allowed, changes nothing
+def test_greedy_responses_below_the_group_size_validate(responses, greedy, temperature):
+    raw = plain_data(default_config.get_config())
+    raw["selfplay"].update(responses_per_attack=responses, greedy_responses=greedy,
+                           temperature=temperature)
+    assert validate(raw).selfplay.greedy_responses == greedy
+
+
 def write_recipe_files(root: pathlib.Path) -> None:
     """The two files the SmolLM2 recipe trains on, under `root` (tiny but loadable)."""
     fixtures = pathlib.Path(__file__).parent / "fixtures" / "data"

@@ -12,7 +12,8 @@ from tests.test_train import tiny_config
     {"selfplay__temperature": 1.0, "selfplay__top_p": 0.8},
     {"selfplay__temperature": 1.3, "selfplay__top_k": 5},
     {"selfplay__temperature": 0.9, "selfplay__top_k": 8, "selfplay__top_p": 0.6},
-], ids=["greedy", "temperature", "top_p", "top_k", "top_k_and_top_p"])
+    {"selfplay__temperature": 0.7, "selfplay__greedy_responses": 1},
+], ids=["greedy", "temperature", "top_p", "top_k", "top_k_and_top_p", "greedy_responses"])
 def test_first_update_sees_importance_ratio_one(tmp_path, sampling):
     cfg = tiny_config(train__num_steps=1, ckpt__every_steps=0, **sampling)
     metrics = train_lib.Trainer(cfg, tmp_path).step(0)

@@ -1,7 +1,7 @@
 """The rollout's checks besides the judge: attacker refusal (persona attacks stay valid), the
 intent check (verbatim goals stay valid), the decline and soft decline checks, the
-static-attack ablation and direct slots, benign rows by default in every config, the collapse
-monitor stopping a run."""
+static-attack ablation and direct slots, greedy defender answers, benign rows by default in
+every config, the collapse monitor stopping a run."""
 
 import importlib
 
@@ -16,6 +16,7 @@ from ssp_jax.judge.on_topic import OnTopicCheck
 from ssp_jax.judge.refusal import RefusalJudge
 from ssp_jax.judge.registry import make_judge
 from ssp_jax.models import load
+from ssp_jax.rollout.sampler import generate_with_params
 from ssp_jax.selfplay import attack_validity, decline_check, default_checks, soft_decline_check
 from tests.test_selfplay_excluded import TableJudge
 from tests.test_train import play_tiny_step, tiny_config, tiny_selfplay
@@ -186,6 +187,29 @@ def test_direct_slots_put_the_goal_to_the_defender_and_keep_the_attacker_elsewhe
     with pytest.raises(ConfigError, match="direct_attacks_per_goal=1 leaves 1 attacker row"):
         validate(tiny_config(selfplay__direct_attacks_per_goal=1,
                              selfplay__attacks_per_goal=2))
+
+
+def test_greedy_responses_make_the_first_answer_of_each_defender_group_the_greedy_one():
+    sp = tiny_selfplay(goals_per_step=2, attacks_per_goal=2, responses_per_attack=3,
+                       greedy_responses=1, attacker_max_tokens=6, defender_max_tokens=6,
+                       benign_per_step=1)
+    ro = _rollout(sp, default_checks(), benign=[PromptItem("How do I boil an egg?", "b", "0")])
+    model, tok = load("tiny-random")
+    ep = ro.episode
+
+    def greedy(prompts, max_tokens):
+        return generate_with_params(model.config, model.params(), prompts, max_tokens,
+                                    temperature=0.0, stop_ids=tok.stop_ids, pad_id=tok.pad_id,
+                                    max_cache_len=256).tokens
+
+    defender = greedy(ep.defender_prompts, 6)  # 4 attacks and 1 benign prompt
+    assert len(defender) == 5 and len(ep.defender.tokens) == 15
+    assert [ep.defender.tokens[3 * i] for i in range(5)] == defender  # rows 3i: greedy
+    assert any(ep.defender.tokens[3 * i + r] != defender[i] for i in range(5) for r in (1, 2))
+    attacker = greedy(ep.attacker_prompts, 6)  # the attacker keeps sampling
+    assert any(ep.attacker.tokens[2 * g + a] != attacker[g] for g in range(2) for a in (0, 1))
+    batch = ro.batches[1]  # the defender's: row 3i is still group i's greedy answer
+    assert [batch.tokens[3 * i, :len(t)].tolist() for i, t in enumerate(defender)] == defender
 
 
 @pytest.mark.parametrize("name", ["tiny", "smollm2_135m", "qwen2_5_7b", "llama3_8b"])
