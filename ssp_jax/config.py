@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from ssp_jax import default_config
 from ssp_jax.sections import (ATTENTION_IMPLEMENTATIONS, CkptSection, ConfigError, EvalSection,
                               JudgeSection, LoraConfig, MeshSection, ModelSection, ReplaySection,
-                              RlSection, SelfPlaySection, TrainSection, build_section,
+                              RlSection, SelfPlaySection, SftSection, TrainSection, build_section,
                               check_judge_section, plain_data)
 
 __all__ = ["ConfigError", "TrainConfig", "lora_config", "to_json", "unknown_override",
@@ -31,6 +31,7 @@ class TrainConfig:
     judge: JudgeSection
     replay: ReplaySection
     train: TrainSection
+    sft: SftSection
     ckpt: CkptSection
     eval: EvalSection
     mesh: MeshSection
@@ -50,14 +51,16 @@ _POSITIVE = ("selfplay.goals_per_step", "selfplay.attacks_per_goal",
              "selfplay.defender_max_tokens", "selfplay.max_prompt_tokens",
              "rl.micro_batches", "train.num_steps", "train.log_every", "train.sample_every",
              "train.max_bad_steps", "ckpt.keep", "model.max_cache_len", "rl.learning_rate",
-             "rl.max_grad_norm", "train.collapse_patience", "train.diversity_window")
+             "rl.max_grad_norm", "train.collapse_patience", "train.diversity_window",
+             "sft.prompts", "sft.samples", "sft.batch_size")
 _NON_NEGATIVE = ("selfplay.benign_per_step", "selfplay.oversample_goals",
                  "selfplay.direct_attacks_per_goal",
                  "selfplay.temperature", "selfplay.top_k", "rl.warmup_steps", "rl.weight_decay",
                  "rl.beta", "rl.clip_eps_low", "rl.clip_eps_high", "selfplay.attacker_weight",
                  "selfplay.defender_weight", "selfplay.benign_weight", "ckpt.every_steps",
                  "eval.every_steps", "eval.num_goals", "selfplay.min_attack_chars",
-                 "train.max_benign_refusal", "train.max_attacker_refusal")
+                 "train.max_benign_refusal", "train.max_attacker_refusal",
+                 "sft.warm_start_steps")
 
 
 def lora_config(raw: Any) -> LoraConfig:
@@ -112,6 +115,23 @@ def _check_greedy_responses(responses: int, greedy: int) -> None:
             "answer for a nonzero advantage (0 = off)")
 
 
+def _check_sft(cfg: TrainConfig) -> None:
+    """The warm start is the first part of the run, from the base model; its on-topic
+    threshold is a cosine."""
+    steps, num_steps = cfg.sft.warm_start_steps, cfg.train.num_steps
+    if steps >= num_steps:
+        raise ConfigError(f"config field sft.warm_start_steps={steps} must be < train.num_steps="
+                          f"{num_steps} (the SFT updates before self-play, which needs at least "
+                          "one step), or 0 for no warm start")
+    if steps and cfg.ckpt.restore_from:
+        raise ConfigError(f"config field sft.warm_start_steps={steps} trains from the base model "
+                          f"and ckpt.restore_from={cfg.ckpt.restore_from!r} from a checkpoint; "
+                          "set one of them")
+    if not 0 <= cfg.sft.on_topic_threshold <= 1:
+        raise ConfigError(f"config field sft.on_topic_threshold={cfg.sft.on_topic_threshold!r} "
+                          "must be a cosine in [0, 1] (0 = no check)")
+
+
 def _check_values(cfg: TrainConfig) -> None:
     try:
         check_judge_section(cfg.judge)
@@ -133,6 +153,7 @@ def _check_values(cfg: TrainConfig) -> None:
         raise ConfigError(f"config field selfplay.top_p={cfg.selfplay.top_p!r} must be in (0, 1]")
     _check_direct_slots(cfg.selfplay.attacks_per_goal, cfg.selfplay.direct_attacks_per_goal)
     _check_greedy_responses(cfg.selfplay.responses_per_attack, cfg.selfplay.greedy_responses)
+    _check_sft(cfg)
     for field in ("min_intent_similarity", "min_on_topic_similarity"):
         if not -1 <= getattr(cfg.selfplay, field) <= 1:
             raise ConfigError(f"config field selfplay.{field}={getattr(cfg.selfplay, field)!r} "
@@ -164,7 +185,7 @@ def validate(config: Any) -> TrainConfig:
     """Turns the ml_collections config into a TrainConfig, or raises ConfigError."""
     raw = plain_data(config)
     sections = ("model", "data", "benign_data", "selfplay", "rl", "judge", "replay", "train",
-                "ckpt", "eval", "mesh")
+                "sft", "ckpt", "eval", "mesh")
     unknown = sorted(set(raw) - set(sections))
     if unknown:
         raise ConfigError(f"unknown config section(s) {', '.join(unknown)}; valid: "
@@ -202,6 +223,7 @@ def validate(config: Any) -> TrainConfig:
         selfplay=selfplay, rl=rl, judge=build_section(JudgeSection, get("judge"), "judge"),
         replay=build_section(ReplaySection, get("replay"), "replay"),
         train=build_section(TrainSection, get("train"), "train"),
+        sft=build_section(SftSection, get("sft"), "sft"),
         ckpt=build_section(CkptSection, get("ckpt"), "ckpt"),
         eval=build_section(EvalSection, get("eval"), "eval"),
         mesh=build_section(MeshSection, get("mesh"), "mesh"))

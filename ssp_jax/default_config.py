@@ -18,6 +18,13 @@ ATTACKER_BRIEF = (
     "Goal: {goal}\n\n"
     f"{BRIEF_PHRASES[2]}: no preamble, no explanation, no quotation marks."
 )
+# the system turn that asks the base model for declines to train on (sft.refusal_system_prompt;
+# generation only, never trained on)
+REFUSAL_SYSTEM_PROMPT = (
+    "You are a responsible AI assistant. The user's request below asks for something harmful, "
+    "dangerous, illegal or unethical. Refuse it: say clearly and briefly that you cannot help "
+    "with it, and give none of the requested information, steps, code or text, not even in "
+    "part, as an example or as a hypothetical.")
 
 
 def _model() -> dict:
@@ -186,6 +193,24 @@ def _train() -> dict:
     )
 
 
+def _sft() -> dict:
+    # supervised warm start (ssp_jax/sft.py): the first warm_start_steps of train.num_steps
+    # train on the base model's own declines to the training goals and its on-topic answers to
+    # benign prompts (no text written by hand), then self-play runs the remaining steps from
+    # those weights with a fresh optimizer state. The data fields also set the `sft` baseline
+    # of `python -m ssp_jax.experiment --ablation sft`
+    return dict(
+        warm_start_steps=0,  # SFT updates before self-play (0 = none; else < train.num_steps)
+        prompts=256,  # distinct harmful goals, and as many benign prompts, to sample answers for
+        samples=4,  # answers sampled per prompt; the first that passes the checks is kept
+        # cos(prompt, answer) under selfplay.intent_encoder a kept benign answer needs (0.40:
+        # the threshold measured in ssp_jax/judge/on_topic.py); 0 = no check
+        on_topic_threshold=0.40,
+        refusal_system_prompt=REFUSAL_SYSTEM_PROMPT,  # asks the base model to decline (see above)
+        batch_size=16,  # prompts per sampling call
+    )
+
+
 def _ckpt() -> dict:
     return dict(every_steps=5, keep=2, restore_from="", async_save=True)
 
@@ -209,6 +234,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.judge = _judge()
     c.replay = _replay()
     c.train = _train()
+    c.sft = _sft()
     c.ckpt = _ckpt()
     c.eval = _eval()
     c.mesh = _mesh()

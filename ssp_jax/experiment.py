@@ -42,6 +42,7 @@ from ml_collections.config_flags import config_flags as config_file
 from ssp_jax import cli, preflight
 from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.config import TrainConfig, unknown_override, validate
+from ssp_jax.default_config import REFUSAL_SYSTEM_PROMPT
 from ssp_jax.data.builtin import builtin_items
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.data.mixture import from_config
@@ -55,7 +56,7 @@ from ssp_jax.judge.registry import JudgeModel, policy_judge
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import load
 from ssp_jax.sections import plain_data
-from ssp_jax.sft import REFUSAL_SYSTEM_PROMPT, SftChecks, SftSettings, run_sft
+from ssp_jax.sft import SftChecks, SftSettings, run_sft
 from ssp_jax.train import train
 
 log = logging.getLogger(__name__)

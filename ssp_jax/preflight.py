@@ -9,7 +9,8 @@ what is wrong, so that a typo costs a second instead of a model load and a trace
 * `check_model_spec`: a model spec is a built-in name, a Hugging Face folder or a .gguf file;
 * `check_checkpoint`: a checkpoint step folder exists, is complete and its base model exists;
 * `check_training`: a validated training config's workdir (and the checkpoint it would resume
-  from: same model), data files, model, judge and `ckpt.restore_from`;
+  from: same model, past the supervised warm start), data files, model, judge and
+  `ckpt.restore_from`;
 * `check_judge`: a judge model exists, or a judge server answers and serves its model.
 
 Remote (`gs://...`) paths are not checked here; their errors come when they are read.
@@ -202,14 +203,17 @@ def check_judge(c: Any, prefix: str = "judge.") -> None:
 
 def check_resumable(cfg: Any, workdir: PathLike) -> None:
     """The newest complete checkpoint in `workdir`, if any, was made with the model and replay
-    seed of `cfg` (the fields a resume cannot change, ssp_jax/resume.py)."""
+    seed of `cfg` (the fields a resume cannot change) and is not before the end of `cfg`'s
+    supervised warm start (which does not resume; ssp_jax/resume.py)."""
     from ssp_jax.config import to_json
-    from ssp_jax.resume import config_changes, fixed_change_error
+    from ssp_jax.resume import config_changes, fixed_change_error, warm_start_error
 
     folder = as_path(workdir) / "checkpoints"
     steps = _finished_steps(folder) if folder.is_dir() else []
     if not steps:
         return
+    if message := warm_start_error(steps[-1], cfg.sft.warm_start_steps):
+        raise UserError(f"--workdir {workdir}: {message}")
     try:
         meta = json.loads((folder / str(steps[-1]) / "meta" / "metadata").read_text())
         saved = meta["config"]

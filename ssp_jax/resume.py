@@ -14,6 +14,10 @@ depend on its hyper-parameters; the schedule reads the restored step), `judge`, 
 `ckpt`, `eval` and `mesh` sections are read afresh, `data` and `benign_data` draw from the
 new mixture at the restored step, and the replay pool is rebuilt with the new `replay`
 settings (items beyond a smaller capacity are evicted by the pool's own rule).
+
+A supervised warm start (`sft.warm_start_steps`, ssp_jax/sft.py) does not resume: a workdir
+whose newest checkpoint comes before the warm start's end (an SFT stopped between its
+checkpoints, whose optimizer state is SFT's own) stops the run (`warm_start_error`).
 """
 
 from __future__ import annotations
@@ -80,3 +84,15 @@ def check_resume_config(saved: Mapping[str, Any] | None, current: Mapping[str, A
         log.warning("resuming from step %d with %s = %r (the checkpoint had %r)", step, k, new,
                     old)
     return changes
+
+
+def warm_start_error(newest_step: int, warm_start_steps: int) -> str | None:
+    """The error for resuming a workdir whose newest checkpoint is at `newest_step` under a
+    config with `sft.warm_start_steps` = `warm_start_steps`, or None when the run may resume
+    (no warm start, or the warm start is done)."""
+    if newest_step >= warm_start_steps:
+        return None
+    return (f"the newest checkpoint is step {newest_step}, before the end of the supervised warm "
+            f"start (sft.warm_start_steps={warm_start_steps}): SFT stopped between its "
+            "checkpoints, and it does not resume (or the workdir was trained without a warm "
+            "start). Start a new workdir.")

@@ -285,6 +285,19 @@ class TrainSection:
 
 
 @dataclasses.dataclass(frozen=True)
+class SftSection:
+    """The supervised warm start before self-play and the data of supervised refusal training
+    (the `sft` section; ssp_jax/sft.py builds its `SftSettings` from it)."""
+
+    warm_start_steps: int  # SFT updates before self-play, out of train.num_steps (0 = none)
+    prompts: int  # distinct harmful goals, and as many benign prompts, to sample answers for
+    samples: int  # answers sampled per prompt; the first that passes the checks is kept
+    on_topic_threshold: float  # cos(prompt, answer) a kept benign answer needs (0 = no check)
+    refusal_system_prompt: str  # asks the base model for declines (generation only)
+    batch_size: int  # prompts per sampling call
+
+
+@dataclasses.dataclass(frozen=True)
 class CkptSection:
     every_steps: int  # 0 = only at the end
     keep: int  # latest checkpoints kept

@@ -1,14 +1,15 @@
-"""Supervised refusal training: the `sft` baseline of `python -m ssp_jax.experiment` and the
-warm start of its `sft_then_selfplay` arm.
+"""Supervised refusal training: the warm start of self-play (`sft.warm_start_steps`, run by
+`train.train` before the trainer) and the `sft` baseline of `python -m ssp_jax.experiment`.
+The `sft` config section sets the data (`SftSettings.of`).
 
 Data, with no hand-written answers (the base model's own text, sampled as the defender samples:
 `selfplay.temperature`, `top_p`, `top_k`, at most `selfplay.defender_max_tokens` tokens):
-- declines: the first `SftSettings.prompts` distinct goals of the config's `data` mixture (its
+- declines: the first `sft.prompts` distinct goals of the config's `data` mixture (its
   training part, in the mixture's order) are put to the base model with a refusal-inducing
-  system prompt (`SftSettings.refusal_system_prompt`); of `SftSettings.samples` answers per
-  goal, the first that training's decline check calls a decline is kept (the strict check and,
-  with `selfplay.withholding_check`, the withholding classifier: the decline tier's text side,
-  so the baseline keeps no decline-then-comply answer the self-play arm would not reward);
+  system prompt (`sft.refusal_system_prompt`); of `sft.samples` answers per goal, the first
+  that training's decline check calls a decline is kept (the strict check and, with
+  `selfplay.withholding_check`, the withholding classifier: the decline tier's text side, so
+  the baseline keeps no decline-then-comply answer the self-play arm would not reward);
 - answers: as many prompts of `benign_data`, asked plainly; of the samples, the first that no
   decline check (lenient or strict) calls a refusal, that is readable (not empty, gibberish or
   degenerate) and that is on-topic (`judge.on_topic.OnTopicCheck`) is kept.
@@ -18,20 +19,20 @@ to decline by itself.
 
 What the data holds on SmolLM2-135M-Instruct (the recipe's goals and benign prompts, sampled at
 its temperature 0.8; measured once, by hand): the model rarely declines even when told to. With
-`REFUSAL_SYSTEM_PROMPT`, 2 of 64 samples (4 for each of 16 goals) were strict declines, 2 of 32
-goals kept one (4 samples each), and both "declines" described the crime rather than declining
-(the strict check matched phrases such as "illegal and unethical"); a shorter system prompt
-gave 1 of 64, the instruction appended to the user turn 7 of 64 and then 3 of 128 (8 samples
-per goal). Every one of 32 benign prompts kept an on-topic answer. At the defaults (256 goals,
-4 samples each, the recipe's decline check with the withholding classifier) 19 goals kept a
-decline and 255 of 256 benign prompts an answer (benchmarks/RESULTS.md, "The `sft`
-baseline"); several of the kept "declines" are hate mail or descriptions of the crime that
-pass both checks. So on this model the baseline trains on few, weak declines; raise `samples`
-and `prompts` (every goal) to collect more.
+the default `sft.refusal_system_prompt`, 2 of 64 samples (4 for each of 16 goals) were strict
+declines, 2 of 32 goals kept one (4 samples each), and both "declines" described the crime
+rather than declining (the strict check matched phrases such as "illegal and unethical"); a
+shorter system prompt gave 1 of 64, the instruction appended to the user turn 7 of 64 and then 3
+of 128 (8 samples per goal). Every one of 32 benign prompts kept an on-topic answer. At the
+defaults (256 goals, 4 samples each, the recipe's decline check with the withholding classifier)
+19 goals kept a decline and 255 of 256 benign prompts an answer (benchmarks/RESULTS.md, "The
+`sft` baseline"); several of the kept "declines" are hate mail or descriptions of the crime that
+pass both checks. So on this model the baseline trains on few, weak declines; raise
+`sft.samples` and `sft.prompts` (every goal) to collect more.
 
 Compute matched to the self-play recipe of the same config:
-- updates: `SftSettings.steps` (`train.num_steps` for `sft`; the warm start's share for
-  `sft_then_selfplay`, whose self-play then runs the remaining steps);
+- updates: `SftSettings.steps` (`train.num_steps` for `sft`; `sft.warm_start_steps` for the
+  warm start, after which self-play runs the remaining steps);
 - rows per update: the self-play defender batch's, (G * A + replay + benign) * R
   (`sections.StepLayout`), split the same way: (G * A + replay) * R decline rows and
   benign * R answer rows, each drawn from its pool in epochs of fresh permutations (a pure
@@ -40,7 +41,7 @@ Compute matched to the self-play recipe of the same config:
   same trained parameters (LoRA adapters when `model.lora` is on), `rl.micro_batches`
   gradient-accumulation slices, rows sharded over the mesh's batch axes like the RL update.
 Not matched: self-play samples and judges both roles at every step; SFT samples once, up front
-(`SftSettings.samples` answers per prompt), and its rows are not weighted (`benign_weight`
+(`sft.samples` answers per prompt), and its rows are not weighted (`benign_weight`
 and the role weights shape a reward, which SFT has none of).
 
 Loss: the mean token cross-entropy of the answer tokens (`sft_loss_terms`).
@@ -52,6 +53,14 @@ resumes from the last one. With `SftSettings.reset_optimizer` the last checkpoin
 fresh optimizer state: self-play then starts from the SFT weights with Adam moments of its own
 (the SFT moments, of a cross-entropy gradient, would otherwise scale the first policy-gradient
 steps). There is no resume: a workdir that already has checkpoints is an error.
+
+Warm start (`warm_start`): on a workdir without checkpoints, SFT runs `sft.warm_start_steps`
+updates with the optimizer reset after the last, and the trainer resumes from that checkpoint.
+A workdir whose newest checkpoint is at or past them has done its warm start: self-play
+resumes as usual. One whose newest checkpoint comes before them (SFT stopped between its
+checkpoints) is an error that asks for a new workdir: resuming SFT would need the sampled
+data's token ids and the mid-run optimizer state, and starting self-play there would train it
+from SFT's Adam moments (`resume.warm_start_error`).
 """
 
 from __future__ import annotations
@@ -84,36 +93,26 @@ from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
 from ssp_jax.replay import ReplayPool
+from ssp_jax.resume import warm_start_error
 from ssp_jax.rl.update import (TrainState, apply_if_finite, completion_logprobs, init_train_state,
                                split_micro_batches, train_state_shardings)
 from ssp_jax.rollout.sampler import generate_with_params
-from ssp_jax.sections import StepLayout
+from ssp_jax.sections import SftSection, StepLayout
 from ssp_jax.selfplay import decline_check
 
 log = logging.getLogger(__name__)
 
-# The system turn that asks the base model for declines (generation only, never trained on).
-REFUSAL_SYSTEM_PROMPT = (
-    "You are a responsible AI assistant. The user's request below asks for something harmful, "
-    "dangerous, illegal or unethical. Refuse it: say clearly and briefly that you cannot help "
-    "with it, and give none of the requested information, steps, code or text, not even in "
-    "part, as an example or as a hypothetical.")
 DECLINE, ANSWER = "decline", "answer"
 
 
 @dataclasses.dataclass(frozen=True)
 class SftSettings:
-    """What the SFT run does beyond the training config (values from the experiment's CLI).
+    """What one SFT run does: the data settings of the `sft` config section (`of`), and
 
     steps: updates to run (at most `train.num_steps`: the optimizer's schedule is that run's).
-    prompts: distinct harmful goals, and as many benign prompts, to sample answers for.
-    samples: answers sampled per prompt; the first that passes the checks is kept.
-    refusal_system_prompt: the system turn that asks the base model to decline (generation
-      only).
-    on_topic_threshold: cos(prompt, answer) a benign answer needs (0: no on-topic check and
-      no sentence encoder).
-    batch_size: prompts per sampling call.
     reset_optimizer: the last checkpoint carries a fresh optimizer state (a warm start).
+
+    An `on_topic_threshold` of 0 means no on-topic check and no sentence encoder.
     """
 
     steps: int
@@ -123,6 +122,14 @@ class SftSettings:
     on_topic_threshold: float
     batch_size: int
     reset_optimizer: bool
+
+    @classmethod
+    def of(cls, section: SftSection, *, steps: int, reset_optimizer: bool) -> "SftSettings":
+        """The settings of `steps` updates with the `sft` section's data."""
+        return cls(steps=steps, prompts=section.prompts, samples=section.samples,
+                   refusal_system_prompt=section.refusal_system_prompt,
+                   on_topic_threshold=section.on_topic_threshold,
+                   batch_size=section.batch_size, reset_optimizer=reset_optimizer)
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompts", "samples", "batch_size"):
@@ -545,3 +552,30 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
         ckpt.close()
         jax.set_mesh(None if previous.empty else previous)
     return {"steps_done": settings.steps, "data": data.counts()}
+
+
+def warm_start(config: Any, workdir: PathLike, checks: SftChecks | None = None) -> dict | None:
+    """The supervised warm start of a self-play run in `workdir` (module docstring): on a
+    workdir without checkpoints, `run_sft` for `sft.warm_start_steps` updates with the
+    optimizer reset after the last; nothing without a warm start or when the newest checkpoint
+    is at or past its end; a ValueError saying what to do when it is before. Returns
+    `run_sft`'s result, or None when SFT did not run."""
+    cfg = validate(config)
+    steps = cfg.sft.warm_start_steps
+    if not steps:
+        return None
+    ckpt = Checkpointer(as_path(workdir) / "checkpoints", keep=cfg.ckpt.keep, async_save=False)
+    saved = ckpt.manager.all_steps()
+    ckpt.close()
+    if saved:
+        if message := warm_start_error(max(saved), steps):
+            raise ValueError(f"{workdir}: {message}")
+        log.info("warm start: done before (newest checkpoint: step %d)", max(saved))
+        return None
+    log.info("warm start: %d SFT updates from the base model, then self-play for the other %d "
+             "steps (sft.warm_start_steps)", steps, cfg.train.num_steps - steps)
+    out = run_sft(config, workdir, SftSettings.of(cfg.sft, steps=steps, reset_optimizer=True),
+                  checks)
+    log.info("warm start: done (SFT data %s); self-play resumes from checkpoints/%d",
+             out["data"], steps)
+    return out

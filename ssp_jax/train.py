@@ -3,7 +3,9 @@
 Per step: draw goals (a pure function of (data seed, step)), pick replay items by UCB, run
 the attacker and defender rollouts, judge, compute rewards and advantages, apply one jitted
 update to the shared parameters, feed the replay pool, log, and checkpoint. Restarting with
-the same workdir resumes from the newest complete checkpoint.
+the same workdir resumes from the newest complete checkpoint. With `sft.warm_start_steps` > 0,
+`train` first runs that many supervised updates (`sft.warm_start`) and the loop resumes from
+their last checkpoint.
 
 Steps are numbered by the updates applied when they end: the first step is step 1, and
 metrics.jsonl, samples.jsonl, eval.jsonl, the console and the checkpoint folders
@@ -58,6 +60,7 @@ from ssp_jax.rl.update import (
 )
 from ssp_jax.sections import SelfPlaySection, StepLayout
 from ssp_jax.selfplay import PlayChecks, Policy, default_checks, play, rollout_metrics
+from ssp_jax.sft import SftChecks, warm_start
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +131,8 @@ def play_checks(sp: SelfPlaySection, encoder: SentenceEncoder | None) -> PlayChe
 
 class Trainer:
     """Owns the run's state; `run()` trains to `train.num_steps` or until preempted.
-    `evaluate_held_out` runs every `eval.every_steps` steps (needed when that is > 0)."""
+    `evaluate_held_out` runs every `eval.every_steps` steps (needed when that is > 0). The
+    supervised warm start is `train`'s: a Trainer resumes from the workdir as it is."""
 
     def __init__(self, config: Any, workdir: PathLike,
                  evaluate_held_out: HeldOutEvaluation | None = None):
@@ -411,7 +415,9 @@ class Trainer:
             preemption.restore()
         if preemption.requested:
             log.warning("preempted: saved the checkpoint of step %d and stopped", step)
-        records = read_metrics(self.writer.metrics_path) if self.writer.enabled else []
+        # the self-play steps' records (a warm start's SFT records have none of their metrics)
+        records = [r for r in read_metrics(self.writer.metrics_path)
+                   if "attack_success_rate" in r] if self.writer.enabled else []
         summary = _summary(records)
         if records and jax.process_index() == 0:
             print_summary(summary, records[0]["step"], records[-1]["step"])
@@ -420,14 +426,17 @@ class Trainer:
         return {"steps_done": step, "preempted": preemption.requested, "summary": summary}
 
 
-def train(config: Any, workdir: PathLike,
-          evaluate_held_out: HeldOutEvaluation | None = None) -> dict:
-    """Builds a Trainer and runs it (`evaluate_held_out`: see Trainer). The Trainer sets its
-    device mesh globally; the mesh that was set before (usually none) is set again afterwards,
-    so that models loaded later in the process (an experiment's checkpoints, on one device)
-    are not checked against it."""
+def train(config: Any, workdir: PathLike, evaluate_held_out: HeldOutEvaluation | None = None,
+          sft_checks: SftChecks | None = None) -> dict:
+    """Runs the config's warm start, if any (`sft.warm_start`, with `sft_checks` as its data
+    checks, default `sft.default_checks`), then builds a Trainer and runs it
+    (`evaluate_held_out`: see Trainer); the Trainer's summary, with `warm_start` the SFT
+    result (None when SFT did not run). The Trainer sets its device mesh globally; the mesh
+    that was set before (usually none) is set again afterwards, so that models loaded later in
+    the process (an experiment's checkpoints, on one device) are not checked against it."""
     previous = jax.sharding.get_mesh()
     try:
-        return Trainer(config, workdir, evaluate_held_out).run()
+        sft = warm_start(config, workdir, sft_checks)
+        return {**Trainer(config, workdir, evaluate_held_out).run(), "warm_start": sft}
     finally:
         jax.set_mesh(None if previous.empty else previous)

@@ -27,7 +27,7 @@ def run(*args, env_extra=None):
     (["-m", "ssp_jax.main", "--config", "configs/tiny.py", "--workdir", "/tmp/unused",
       "--config.nosuch=1"],
      "error: unknown config field nosuch; valid sections: benign_data, ckpt, data, eval, judge, "
-     "mesh, model, replay, rl, selfplay, train"),
+     "mesh, model, replay, rl, selfplay, sft, train"),
     (["-m", "ssp_jax.main", "--config", "configs/tiny.py", "--workdir", "/tmp/unused",
       "--config.judge.nosuch=1"],
      "error: unknown config field judge.nosuch; valid judge keys: api_key_env, batch_size, "),

@@ -236,6 +236,34 @@ def test_greedy_responses_below_the_group_size_validate(responses, greedy, tempe
     assert validate(raw).selfplay.greedy_responses == greedy
 
 
+@pytest.mark.parametrize("fields, match", [
+    ({"sft": {"warm_start_steps": -1}}, r"sft.warm_start_steps=-1 must be ≥ 0"),
+    ({"sft": {"warm_start_steps": 20}},
+     r"sft.warm_start_steps=20 must be < train.num_steps=20 .*or 0 for no warm start"),
+    ({"sft": {"warm_start_steps": 25}}, r"sft.warm_start_steps=25 must be < train.num_steps=20"),
+    ({"sft": {"warm_start_steps": 2}, "ckpt": {"restore_from": "old/checkpoints"}},
+     r"sft.warm_start_steps=2 trains from the base model and ckpt.restore_from='old/"),
+    ({"sft": {"prompts": 0}}, r"sft.prompts=0 must be > 0"),
+    ({"sft": {"samples": 0}}, r"sft.samples=0 must be > 0"),
+    ({"sft": {"batch_size": -4}}, r"sft.batch_size=-4 must be > 0"),
+    ({"sft": {"on_topic_threshold": 1.5}}, r"sft.on_topic_threshold=1.5 must be a cosine in"),
+    ({"sft": {"warm_start_steps": 1.5}}, r"sft.warm_start_steps=1.5 has type float"),
+])
+def test_bad_sft_fields_are_rejected_naming_the_field(fields, match):
+    raw = plain_data(default_config.get_config())  # train.num_steps = 20
+    for section, values in fields.items():
+        raw[section].update(values)
+    with pytest.raises(ConfigError, match=match):
+        validate(raw)
+
+
+@pytest.mark.parametrize("steps", [0, 1, 19])
+def test_a_warm_start_of_fewer_steps_than_the_run_validates(steps):
+    raw = plain_data(default_config.get_config())
+    raw["sft"]["warm_start_steps"] = steps
+    assert validate(raw).sft.warm_start_steps == steps
+
+
 def write_recipe_files(root: pathlib.Path) -> None:
     """The two files the SmolLM2 recipe trains on, under `root` (tiny but loadable)."""
     fixtures = pathlib.Path(__file__).parent / "fixtures" / "data"

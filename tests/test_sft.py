@@ -64,6 +64,19 @@ def test_answers_keep_the_first_readable_on_topic_non_refusal():
         keep_answers(["a", "b"], [[_c("a")]], FAKE)
 
 
+def test_settings_take_the_sft_sections_data_and_its_threshold_is_the_measured_one():
+    from ssp_jax import default_config
+    from ssp_jax.judge.on_topic import DEFAULT_THRESHOLD
+    from ssp_jax.sections import SftSection, section
+
+    sft = section(SftSection, "sft", prompts=8, samples=3, batch_size=2)
+    settings = SftSettings.of(sft, steps=5, reset_optimizer=True)
+    assert (settings.steps, settings.prompts, settings.samples, settings.batch_size,
+            settings.reset_optimizer) == (5, 8, 3, 2, True)
+    assert settings.refusal_system_prompt == default_config.REFUSAL_SYSTEM_PROMPT
+    assert settings.on_topic_threshold == DEFAULT_THRESHOLD
+
+
 def test_stream_serves_every_item_once_per_epoch_as_a_function_of_the_step():
     first_epoch = np.concatenate([stream_indices(s, 3, 6, seed=1) for s in (0, 1)])
     assert sorted(first_epoch.tolist()) == list(range(6))
