@@ -16,11 +16,14 @@ model loads; checkpoints are evaluated under their step numbers (`run/checkpoint
 `--ablation sft` replaces self-play by supervised refusal training at the same compute
 (`ssp_jax.sft`: the base model's own declines to the training goals, by the decline tier's
 check, and its on-topic answers to the benign prompts, `train.num_steps` updates of the
-defender batch's rows, the config's optimizer); `--ablation sft_then_selfplay` runs that SFT
-for the first `--sft-warm-start` share of the steps (default 0.2, at least one step), then the
-recipe for the rest from the SFT weights with a fresh optimizer state (the trainer resumes from
-SFT's last checkpoint). The `--sft-*` options set the SFT data; checkpoints of both parts are
-evaluated.
+defender batch's rows, the config's optimizer); `--ablation sft_then_selfplay` sets the
+config's supervised warm start, `sft.warm_start_steps`, to the first `--sft-warm-start` share
+of the steps (default 0.2, at least one step): that SFT, then self-play for the rest from the
+SFT weights with a fresh optimizer state. A config that sets `sft.warm_start_steps` itself
+keeps it (giving `--sft-warm-start` too is an error), and then every arm but `sft` starts with
+that warm start. The `sft` section sets the SFT data (`--set sft.prompts=128`, `sft.samples`,
+`sft.on_topic_threshold`, `sft.refusal_system_prompt`, `sft.batch_size`); the checkpoints of
+both parts are evaluated.
 
 Outputs under --out: `run/` (the training workdir), `results.json`, `items.jsonl`,
 `results.md` (a row per checkpoint), `frontier.png` (attack success vs safe-prompt refusal)
@@ -42,7 +45,6 @@ from ml_collections.config_flags import config_flags as config_file
 from ssp_jax import cli, preflight
 from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.config import TrainConfig, unknown_override, validate
-from ssp_jax.default_config import REFUSAL_SYSTEM_PROMPT
 from ssp_jax.data.builtin import builtin_items
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.data.mixture import from_config
@@ -51,7 +53,6 @@ from ssp_jax.evaluate.report import (markdown_table, plot_frontier, plot_trainin
                                      write_results)
 from ssp_jax.evaluate.runner import evaluate_with_progress, installed_withholding_check
 from ssp_jax.judge.base import Judge
-from ssp_jax.judge.on_topic import DEFAULT_THRESHOLD as ON_TOPIC_THRESHOLD
 from ssp_jax.judge.registry import JudgeModel, policy_judge
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import load
@@ -68,8 +69,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 # ablations that replace the training, or its first part, by supervised refusal training
 SFT_ARMS = ("sft", "sft_then_selfplay")
+WARM_START_SHARE = 0.2  # sft_then_selfplay: share of the steps for SFT, unless given
 Benchmarks = dict[str, tuple[str, list[PromptItem]]]  # name -> (kind, items)
-TrainFn = Callable[[Any, pathlib.Path], Any]  # (config, run workdir) -> anything
 
 
 def with_overrides(config: Any, overrides: dict[str, Any]) -> dict:
@@ -116,23 +117,36 @@ def warm_start_steps(num_steps: int, share: float) -> int:
     return min(max(round(share * num_steps), 1), num_steps - 1)
 
 
-def arm_training(ablation: str, sft: SftSettings | None,
-                 checks: SftChecks | None = None) -> TrainFn:
-    """The training of an arm: self-play (`train`), SFT alone, or SFT then self-play in the
-    same workdir (the trainer resumes from SFT's last checkpoint). `checks` replace the SFT
-    data checks (tests)."""
-    if ablation not in SFT_ARMS:
-        return train
-    if sft is None:
-        raise ValueError(f"--ablation {ablation} needs SFT settings")
+def sft_overrides(ablation: str, cfg: TrainConfig, share: float | None) -> dict[str, int]:
+    """The arm's `sft.warm_start_steps`: 0 for `sft` (SFT alone, by `run_sft`); for
+    `sft_then_selfplay` `warm_start_steps` of `share` (default WARM_START_SHARE), unless the
+    config sets a warm start itself, which it keeps; the config's ({}) for the other arms.
+    ValueError for a `share` the arm does not use."""
+    if share is not None and ablation != "sft_then_selfplay":
+        raise ValueError("--sft-warm-start applies to --ablation sft_then_selfplay only")
     if ablation == "sft":
-        return lambda raw, run: run_sft(raw, run, sft, checks)
+        return {"sft.warm_start_steps": 0}
+    if ablation != "sft_then_selfplay":
+        return {}
+    if cfg.sft.warm_start_steps:
+        if share is not None:
+            raise ValueError(f"--sft-warm-start={share} and the config's sft.warm_start_steps="
+                             f"{cfg.sft.warm_start_steps} both set the warm start; give one")
+        log.info("sft_then_selfplay: the config's warm start, sft.warm_start_steps=%d",
+                 cfg.sft.warm_start_steps)
+        return {}
+    share = WARM_START_SHARE if share is None else share
+    return {"sft.warm_start_steps": warm_start_steps(cfg.train.num_steps, share)}
 
-    def sft_then_selfplay(raw: Any, run: pathlib.Path) -> dict:
-        run_sft(raw, run, sft, checks)
-        return train(raw, run)
 
-    return sft_then_selfplay
+def sft_settings(ablation: str, cfg: TrainConfig) -> SftSettings | None:
+    """The SFT an arm of the (overridden) config `cfg` runs: every step for `sft`, the
+    warm start, then a fresh optimizer state, when `sft.warm_start_steps` > 0, else None."""
+    if ablation == "sft":
+        return SftSettings.of(cfg.sft, steps=cfg.train.num_steps, reset_optimizer=False)
+    if cfg.sft.warm_start_steps:
+        return SftSettings.of(cfg.sft, steps=cfg.sft.warm_start_steps, reset_optimizer=True)
+    return None
 
 
 def checkpoint_dirs(run: pathlib.Path) -> list[pathlib.Path]:
@@ -145,19 +159,23 @@ def checkpoint_dirs(run: pathlib.Path) -> list[pathlib.Path]:
 def run_experiment(config: Any, out: pathlib.Path, *, every: int,
                    benchmarks: Benchmarks | None = None, ablation: str = "",
                    limit: int | None = None, max_new_tokens: int = 64, batch_size: int = 16,
-                   sft: SftSettings | None = None, train_fn: TrainFn | None = None) -> dict:
+                   sft_warm_start: float | None = None,
+                   sft_checks: SftChecks | None = None) -> dict:
     """Evaluates the base model, trains (checkpoints every `every` steps), evaluates each
-    checkpoint; writes the report. Returns {label: metrics}. The training is `train_fn`, by
-    default the arm's (`arm_training(ablation, sft)`)."""
+    checkpoint; writes the report. Returns {label: metrics}. The training is `run_sft` for the
+    `sft` arm, else `train` (with the warm start of `sft_overrides`); `sft_checks`
+    replace the SFT data checks (tests)."""
     if ablation and ablation not in (*ABLATIONS, *SFT_ARMS):
         raise ValueError(f"unknown ablation {ablation!r}; valid: "
                          f"{', '.join((*ABLATIONS, *SFT_ARMS))}")
-    train_fn = train_fn or arm_training(ablation, sft)
     if every < 1:
         raise ValueError(f"--every={every} must be ≥ 1 (checkpoint and evaluation period)")
-    raw = with_overrides(config, {**ABLATIONS.get(ablation, {}), "ckpt.every_steps": every,
-                                  "ckpt.keep": 10**6, "eval.every_steps": 0})
+    raw = with_overrides(config, {
+        **ABLATIONS.get(ablation, {}), **sft_overrides(ablation, validate(config),
+                                                       sft_warm_start),
+        "ckpt.every_steps": every, "ckpt.keep": 10**6, "eval.every_steps": 0})
     cfg = validate(raw)
+    sft = sft_settings(ablation, cfg)
     benchmarks = benchmarks or default_benchmarks(cfg, limit)
     base, tokenizer = load(cfg.model.spec, dtype=cfg.model.dtype, seed=cfg.model.seed)
     # one fixed judge for every model: the training judge (a policy-as-judge is the base model)
@@ -170,7 +188,10 @@ def run_experiment(config: Any, out: pathlib.Path, *, every: int,
                                                   **kw)
     log.info("base model: %s", results["base"])
     run = out / "run"
-    train_fn(raw, run)
+    if ablation == "sft":
+        run_sft(raw, run, sft, sft_checks)
+    else:
+        train(raw, run, sft_checks=sft_checks)
     for ckpt in checkpoint_dirs(run):
         model, tok, step = load_checkpoint(ckpt)
         label = f"step {step}"
@@ -205,20 +226,6 @@ def parse_set(config, spec: str) -> tuple[str, object]:
         return path, text
 
 
-def sft_settings(args: argparse.Namespace, num_steps: int) -> SftSettings | None:
-    """The SFT part of an SFT arm from the CLI (None for the other arms): every step for
-    `sft`; the warm start's steps, then a fresh optimizer state, for `sft_then_selfplay`."""
-    if args.ablation not in SFT_ARMS:
-        return None
-    warm = args.ablation == "sft_then_selfplay"
-    return SftSettings(
-        steps=warm_start_steps(num_steps, args.sft_warm_start) if warm else num_steps,
-        prompts=args.sft_prompts, samples=args.sft_samples,
-        refusal_system_prompt=args.sft_system_prompt,
-        on_topic_threshold=args.sft_on_topic_threshold, batch_size=args.batch_size,
-        reset_optimizer=warm)
-
-
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m ssp_jax.experiment", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -230,19 +237,14 @@ def main(argv: list[str]) -> int:
     p.add_argument("--limit", type=int, default=None, help="first N items per benchmark")
     p.add_argument("--ablation", choices=[*sorted(ABLATIONS), *SFT_ARMS], default="")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--set", action="append", default=[], dest="overrides")
-    sft = p.add_argument_group("SFT arms (--ablation sft | sft_then_selfplay)")
-    sft.add_argument("--sft-warm-start", type=float, default=0.2,
-                     help="sft_then_selfplay: share of the steps spent on SFT first")
-    sft.add_argument("--sft-prompts", type=int, default=256,
-                     help="harmful goals, and as many benign prompts, to sample answers for")
-    sft.add_argument("--sft-samples", type=int, default=4,
-                     help="answers sampled per prompt; the first that passes the checks is kept")
-    sft.add_argument("--sft-on-topic-threshold", type=float, default=ON_TOPIC_THRESHOLD,
-                     help="cos(prompt, answer) a kept benign answer needs (0 = no check)")
-    sft.add_argument("--sft-system-prompt", default=REFUSAL_SYSTEM_PROMPT,
-                     help="system turn that asks the base model for declines (not trained on)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="prompts per generation call of the evaluation")
+    p.add_argument("--set", action="append", default=[], dest="overrides",
+                   help="SECTION.FIELD=VALUE, e.g. sft.prompts=128 (the SFT data of the SFT "
+                   "arms: the config's sft section)")
+    p.add_argument("--sft-warm-start", type=float, default=None,
+                   help="sft_then_selfplay: share of the steps spent on SFT first (default "
+                   f"{WARM_START_SHARE}; a config's own sft.warm_start_steps is kept)")
     args = p.parse_args(argv)
     preflight.check_config_file(args.config)
     try:
@@ -259,7 +261,7 @@ def main(argv: list[str]) -> int:
     results = run_experiment(config, args.out, every=args.every, benchmarks=benchmarks or None,
                              ablation=args.ablation, limit=args.limit,
                              max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                             sft=sft_settings(args, validate(config).train.num_steps))
+                             sft_warm_start=args.sft_warm_start)
     print(markdown_table(results))
     print(f"report: {args.out / 'results.md'}, {args.out / 'frontier.png'}, "
           f"{args.out / 'training_curves.png'}")
