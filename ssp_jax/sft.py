@@ -107,12 +107,11 @@ DECLINE, ANSWER = "decline", "answer"
 
 @dataclasses.dataclass(frozen=True)
 class SftSettings:
-    """What one SFT run does: the data settings of the `sft` config section (`of`), and
+    """What one SFT run does: the data settings of the `sft` config section (`of`; an
+    `on_topic_threshold` of 0 means no on-topic check and no sentence encoder), plus
 
     steps: updates to run (at most `train.num_steps`: the optimizer's schedule is that run's).
     reset_optimizer: the last checkpoint carries a fresh optimizer state (a warm start).
-
-    An `on_topic_threshold` of 0 means no on-topic check and no sentence encoder.
     """
 
     steps: int
