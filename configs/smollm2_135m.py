@@ -1,5 +1,7 @@
 """SmolLM2-135M-Instruct safety recipe for a 2-core CPU (about an hour): the defaults of
-ssp_jax/default_config.py (every field commented there) with the settings below.
+ssp_jax/default_config.py (every field commented there) with the settings below. With the
+recipe's data, the 30 steps are 6 supervised updates (`sft.warm_start_steps`) and then 24
+self-play steps.
 
 The data comes from the config argument, never from what is in the working folder:
 
@@ -59,6 +61,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     root = data_root(arg)
     if root is not None:
         c.data.sources = recipe_sources(root)
+        # 6 supervised updates on the base model's own declines and answers first
+        # (ssp_jax/sft.py), so that defender groups hold both a decline and an answer; the
+        # built-in goals (a short demo) start from the base model
+        c.sft.warm_start_steps = 6
     c.selfplay.goals_per_step = 3
     c.selfplay.attacks_per_goal = 3
     # one of the three slots puts the goal itself to the defender (held-out goals are asked
@@ -67,8 +73,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.selfplay.responses_per_attack = 4  # larger defender groups for a rarely refusing model
     c.selfplay.benign_per_step = 4  # 16 of 60 defender rows (with 2 replayed attacks x 4)
     # more benign rows or lookalike prompts alone did not keep XSTest refusal down (RESULTS.md,
-    # runs 2 and 3); a benign row's loss counts three times a harmful one's
-    c.selfplay.benign_weight = 3.0
+    # runs 2 and 3); a benign row's loss counts six times a harmful one's (3 after the warm
+    # start over-refused: RESULTS.md, `sft_then_selfplay`)
+    c.selfplay.benign_weight = 6.0
     c.selfplay.attacker_max_tokens = 48
     c.selfplay.defender_max_tokens = 48
     c.selfplay.temperature = 0.8

@@ -297,8 +297,10 @@ def test_smollm2_recipe_argument_names_its_data_files(arg, root):
         ("advbench", f"{root}/advbench/harmful_behaviors.csv"),
         ("harmbench", f"{root}/harmbench/harmbench_behaviors_text_val.csv")]
     assert sources[1]["include_contextual"] is False  # standard behaviours only
-    # everything else is the same recipe
+    # everything else is the same recipe, but the warm start (the built-in goals' demo has none)
     plain = plain_data(load_config(CONFIG_DIR / "smollm2_135m.py"))
+    assert (cfg.sft.warm_start_steps, plain["sft"]["warm_start_steps"]) == (6, 0)
+    plain["sft"]["warm_start_steps"] = 6
     assert {k: v for k, v in plain_data(cfg).items() if k != "data"} == {
         k: v for k, v in plain.items() if k != "data"}
 

@@ -41,6 +41,7 @@ TINY_OVERRIDES = {
     "selfplay.min_on_topic_similarity": "0.0",
     "selfplay.withholding_check": "False",
     "train.num_steps": "2",
+    "sft.warm_start_steps": "0",  # the recipe's 6 SFT updates need more than 2 steps
 }
 COMMAND_TIMEOUT_S = 900  # a cold JAX start and compile on a loaded 2-core machine
 SERVER_START_S = 300
