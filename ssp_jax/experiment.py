@@ -143,9 +143,9 @@ def sft_settings(ablation: str, cfg: TrainConfig) -> SftSettings | None:
     """The SFT an arm of the (overridden) config `cfg` runs: every step for `sft`, the
     warm start, then a fresh optimizer state, when `sft.warm_start_steps` > 0, else None."""
     if ablation == "sft":
-        return SftSettings.of(cfg.sft, steps=cfg.train.num_steps, reset_optimizer=False)
+        return SftSettings(cfg.sft, steps=cfg.train.num_steps, reset_optimizer=False)
     if cfg.sft.warm_start_steps:
-        return SftSettings.of(cfg.sft, steps=cfg.sft.warm_start_steps, reset_optimizer=True)
+        return SftSettings(cfg.sft, steps=cfg.sft.warm_start_steps, reset_optimizer=True)
     return None
 
 

@@ -1,6 +1,6 @@
 """Supervised refusal training: the warm start of self-play (`sft.warm_start_steps`, run by
 `train.train` before the trainer) and the `sft` baseline of `python -m ssp_jax.experiment`.
-The `sft` config section sets the data (`SftSettings.of`).
+The `sft` config section sets the data (`SftSettings.data`).
 
 Data, with no hand-written answers (the base model's own text, sampled as the defender samples:
 `selfplay.temperature`, `top_p`, `top_k`, at most `selfplay.defender_max_tokens` tokens):
@@ -107,36 +107,22 @@ DECLINE, ANSWER = "decline", "answer"
 
 @dataclasses.dataclass(frozen=True)
 class SftSettings:
-    """What one SFT run does: the data settings of the `sft` config section (`of`; an
-    `on_topic_threshold` of 0 means no on-topic check and no sentence encoder), plus
+    """What one SFT run does.
 
+    data: the `sft` config section, validated with the config (prompts, samples, batch size,
+      refusal system prompt; an `on_topic_threshold` of 0 means no on-topic check and no
+      sentence encoder).
     steps: updates to run (at most `train.num_steps`: the optimizer's schedule is that run's).
     reset_optimizer: the last checkpoint carries a fresh optimizer state (a warm start).
     """
 
+    data: SftSection
     steps: int
-    prompts: int
-    samples: int
-    refusal_system_prompt: str
-    on_topic_threshold: float
-    batch_size: int
     reset_optimizer: bool
 
-    @classmethod
-    def of(cls, section: SftSection, *, steps: int, reset_optimizer: bool) -> "SftSettings":
-        """The settings of `steps` updates with the `sft` section's data."""
-        return cls(steps=steps, prompts=section.prompts, samples=section.samples,
-                   refusal_system_prompt=section.refusal_system_prompt,
-                   on_topic_threshold=section.on_topic_threshold,
-                   batch_size=section.batch_size, reset_optimizer=reset_optimizer)
-
     def __post_init__(self) -> None:
-        for name in ("steps", "prompts", "samples", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SFT setting {name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.on_topic_threshold <= 1.0:
-            raise ValueError(f"SFT on-topic threshold must be a cosine in [0, 1] (0 = no check), "
-                             f"got {self.on_topic_threshold}")
+        if self.steps < 1:
+            raise ValueError(f"SFT steps must be >= 1, got {self.steps}")
 
 
 class SftChecks(NamedTuple):
@@ -227,24 +213,24 @@ class Sampler(NamedTuple):
 
 def sample_candidates(sampler: Sampler, texts: Sequence[str], system: str, cfg: TrainConfig,
                       settings: SftSettings, seed: int) -> list[list[Candidate]]:
-    """`settings.samples` sampled answers per text, asked with the system turn `system` ("" for
+    """`settings.data.samples` sampled answers per text, asked with the system turn `system` ("" for
     none), sampled as the defender samples; `[len(texts)][samples]`."""
     sp, tok = cfg.selfplay, sampler.tokenizer
     limit = sampler.max_cache_len - sp.defender_max_tokens
     prompts = [fit_prompt(lambda t: defender_prompt(tok, t, system), tok, text, limit)[0]
                for text in texts]
     out: list[list[Candidate]] = []
-    for start in tqdm(range(0, len(prompts), settings.batch_size), desc="SFT data",
+    for start in tqdm(range(0, len(prompts), settings.data.batch_size), desc="SFT data",
                       unit="batch", disable=jax.process_index() != 0):
-        chunk = prompts[start:start + settings.batch_size]
+        chunk = prompts[start:start + settings.data.batch_size]
         gen = generate_with_params(
             sampler.cfg, sampler.params, chunk, sp.defender_max_tokens,
             temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k,
-            num_samples=settings.samples, seed=jax.random.fold_in(jax.random.key(seed), start),
+            num_samples=settings.data.samples, seed=jax.random.fold_in(jax.random.key(seed), start),
             stop_ids=tok.stop_ids, pad_id=tok.pad_id, max_cache_len=sampler.max_cache_len)
         answers = [Candidate(t, tok.decode(t).strip()) for t in gen.tokens]
-        out += [answers[i:i + settings.samples] for i in range(0, len(answers),
-                                                                settings.samples)]
+        out += [answers[i:i + settings.data.samples] for i in range(0, len(answers),
+                                                                settings.data.samples)]
     return out
 
 
@@ -265,16 +251,16 @@ def build_data(sampler: Sampler, cfg: TrainConfig, settings: SftSettings, checks
                with_benign: bool) -> SftData:
     """Samples and keeps the examples (module docstring); ValueError when a pool the batches
     need is empty."""
-    goals = distinct_prompts(from_config(cfg.data), settings.prompts)
+    goals = distinct_prompts(from_config(cfg.data), settings.data.prompts)
     declines = keep_declines(goals, sample_candidates(
-        sampler, goals, settings.refusal_system_prompt, cfg, settings, cfg.train.seed), checks)
-    benign = distinct_prompts(from_config(cfg.benign_data), settings.prompts) \
+        sampler, goals, settings.data.refusal_system_prompt, cfg, settings, cfg.train.seed), checks)
+    benign = distinct_prompts(from_config(cfg.benign_data), settings.data.prompts) \
         if with_benign else []
     answers = keep_answers(benign, sample_candidates(
         sampler, benign, "", cfg, settings, cfg.train.seed + 1), checks) if benign else []
     data = SftData(declines, answers, len(goals), len(benign))
     if not declines:
-        raise ValueError(f"SFT: none of the {len(goals) * settings.samples} sampled answers "
+        raise ValueError(f"SFT: none of the {len(goals) * settings.data.samples} sampled answers "
                          f"to {len(goals)} goals was a decline under the decline check; raise the "
                          "samples per prompt or change the refusal system prompt")
     if with_benign and not answers:
@@ -534,10 +520,10 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
         if checks is None:
             encoder = load_sentence_encoder(cfg.selfplay.intent_encoder, mesh=mesh,
                                             rules=sharding.TRAIN_RULES) \
-                if settings.on_topic_threshold > 0 or cfg.selfplay.withholding_check else None
+                if settings.data.on_topic_threshold > 0 or cfg.selfplay.withholding_check else None
             checks = default_checks(
-                OnTopicCheck(encoder.similarity, settings.on_topic_threshold)
-                if settings.on_topic_threshold > 0 else None,
+                OnTopicCheck(encoder.similarity, settings.data.on_topic_threshold)
+                if settings.data.on_topic_threshold > 0 else None,
                 load_withholding_check(encoder).withholds
                 if cfg.selfplay.withholding_check else None)
         data = build_data(Sampler(model_cfg, params, tokenizer, cfg.model.max_cache_len), cfg,
@@ -573,7 +559,7 @@ def warm_start(config: Any, workdir: PathLike, checks: SftChecks | None = None) 
         return None
     log.info("warm start: %d SFT updates from the base model, then self-play for the other %d "
              "steps (sft.warm_start_steps)", steps, cfg.train.num_steps - steps)
-    out = run_sft(config, workdir, SftSettings.of(cfg.sft, steps=steps, reset_optimizer=True),
+    out = run_sft(config, workdir, SftSettings(cfg.sft, steps=steps, reset_optimizer=True),
                   checks)
     log.info("warm start: done (SFT data %s); self-play resumes from checkpoints/%d",
              out["data"], steps)

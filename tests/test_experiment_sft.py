@@ -64,12 +64,13 @@ def test_a_config_with_its_own_warm_start_keeps_it():
 def test_sft_settings_per_arm_come_from_the_config():
     config = _tiny_config(30)
     assert sft_settings("", validate(config)) is None
-    full = sft_settings("sft", validate(config))
-    assert (full.steps, full.reset_optimizer, full.prompts, full.samples, full.batch_size,
-            full.refusal_system_prompt) == (30, False, 4, 2, 4, "Refuse.")
+    cfg = validate(config)
+    full = sft_settings("sft", cfg)
+    assert (full.steps, full.reset_optimizer, full.data) == (30, False, cfg.sft)
     config.sft.warm_start_steps = 6
-    warm = sft_settings("", validate(config))
-    assert (warm.steps, warm.reset_optimizer, warm.prompts) == (6, True, 4)
+    cfg = validate(config)
+    warm = sft_settings("", cfg)
+    assert (warm.steps, warm.reset_optimizer, warm.data) == (6, True, cfg.sft)
 
 
 def test_a_bad_sft_field_is_a_clear_error_before_any_model_loads(tmp_path, monkeypatch):
@@ -87,8 +88,8 @@ def test_sft_arm_checkpoints_are_evaluated(tmp_path):
     assert 0.0 <= results["step 2"]["heldout/direct/asr_strict"] <= 1.0
     saved = json.loads((tmp_path / "results.json").read_text())["settings"]
     assert saved["ablation"] == "sft"
-    assert (saved["sft"]["steps"], saved["sft"]["prompts"], saved["sft"]["reset_optimizer"]) \
-        == (2, 4, False)
+    sft = saved["sft"]
+    assert (sft["steps"], sft["data"]["prompts"], sft["reset_optimizer"]) == (2, 4, False)
 
 
 @pytest.mark.slow

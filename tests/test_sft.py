@@ -12,7 +12,7 @@ import pytest
 from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.models import forward, load
 from ssp_jax.rl.update import completion_logprobs, init_train_state
-from ssp_jax.sections import rl_section
+from ssp_jax.sections import SftSection, rl_section, section
 from ssp_jax.sft import (ANSWER, DECLINE, Candidate, RowPlan, SftChecks, SftSettings,
                          default_checks, keep_answers, keep_declines, make_sft_step, pack_batch,
                          run_sft, sft_loss_terms, stream_indices)
@@ -30,6 +30,12 @@ FAKE = SftChecks(declines=lambda t: t.startswith("No"), refuses=lambda t: t.star
                                                  for x, y in zip(p, a)]))
 ACCEPT_ALL = SftChecks(declines=lambda t: True, refuses=lambda t: False,
                        unreadable=lambda t: False, on_topic=None)
+
+
+def sft_data(**overrides) -> SftSection:
+    """The default `sft` section with a short refusal prompt and no on-topic check."""
+    return section(SftSection, "sft", refusal_system_prompt="Refuse.", on_topic_threshold=0.0,
+                   **overrides)
 
 
 def test_declines_keep_the_first_strict_decline_per_goal():
@@ -64,17 +70,14 @@ def test_answers_keep_the_first_readable_on_topic_non_refusal():
         keep_answers(["a", "b"], [[_c("a")]], FAKE)
 
 
-def test_settings_take_the_sft_sections_data_and_its_threshold_is_the_measured_one():
-    from ssp_jax import default_config
+def test_the_sft_sections_default_threshold_is_the_measured_one_and_steps_must_be_positive():
     from ssp_jax.judge.on_topic import DEFAULT_THRESHOLD
-    from ssp_jax.sections import SftSection, section
 
-    sft = section(SftSection, "sft", prompts=8, samples=3, batch_size=2)
-    settings = SftSettings.of(sft, steps=5, reset_optimizer=True)
-    assert (settings.steps, settings.prompts, settings.samples, settings.batch_size,
-            settings.reset_optimizer) == (5, 8, 3, 2, True)
-    assert settings.refusal_system_prompt == default_config.REFUSAL_SYSTEM_PROMPT
-    assert settings.on_topic_threshold == DEFAULT_THRESHOLD
+    sft = section(SftSection, "sft")
+    assert sft.on_topic_threshold == DEFAULT_THRESHOLD
+    assert SftSettings(sft, steps=5, reset_optimizer=True).data is sft
+    with pytest.raises(ValueError, match="SFT steps must be >= 1, got 0"):
+        SftSettings(sft, steps=0, reset_optimizer=True)
 
 
 def test_stream_serves_every_item_once_per_epoch_as_a_function_of_the_step():
@@ -145,8 +148,8 @@ def test_tiny_run_writes_checkpoints_the_evaluation_loads(tmp_path):
     config = config_flags.ConfigFileFlagParser(name="config").parse(str(ROOT / "configs/tiny.py"))
     config.train.num_steps = 3
     config.ckpt.every_steps = 2
-    settings = SftSettings(steps=3, prompts=4, samples=2, refusal_system_prompt="Refuse.",
-                           on_topic_threshold=0.0, batch_size=4, reset_optimizer=False)
+    settings = SftSettings(sft_data(prompts=4, samples=2, batch_size=4), steps=3,
+                           reset_optimizer=False)
     out = run_sft(config, tmp_path / "run", settings, ACCEPT_ALL)
     assert out["data"] == {"goals_tried": 4, "declines_kept": 4, "benign_tried": 4,
                            "answers_kept": 4}
@@ -165,8 +168,8 @@ def test_no_decline_among_the_samples_is_a_clear_error(tmp_path):
     from ml_collections.config_flags import config_flags
 
     config = config_flags.ConfigFileFlagParser(name="config").parse(str(ROOT / "configs/tiny.py"))
-    settings = SftSettings(steps=1, prompts=2, samples=1, refusal_system_prompt="Refuse.",
-                           on_topic_threshold=0.0, batch_size=2, reset_optimizer=False)
+    settings = SftSettings(sft_data(prompts=2, samples=1, batch_size=2), steps=1,
+                           reset_optimizer=False)
     never = ACCEPT_ALL._replace(declines=lambda t: False)
     with pytest.raises(ValueError, match="none of the 2 sampled answers to 2 goals"):
         run_sft(config, tmp_path / "run", settings, never)

@@ -89,8 +89,8 @@ def test_warm_start_trains_sft_then_self_play_from_its_checkpoint(warm_run):
 def test_the_warm_start_checkpoint_is_what_run_sft_alone_writes(warm_run, tmp_path):
     workdir, _, _ = warm_run
     cfg = validate(warm_config())
-    run_sft(warm_config(), tmp_path / "sft", SftSettings.of(cfg.sft, steps=1,
-                                                           reset_optimizer=True), ACCEPT_ALL)
+    run_sft(warm_config(), tmp_path / "sft", SftSettings(cfg.sft, steps=1,
+                                                        reset_optimizer=True), ACCEPT_ALL)
     jax.set_mesh(None)
     alone = jax.tree.leaves(restore_policy(tmp_path / "sft" / "checkpoints" / "1").params)
     warm = jax.tree.leaves(restore_policy(workdir / "checkpoints" / "1").params)
