@@ -212,25 +212,24 @@ class Sampler(NamedTuple):
 
 
 def sample_candidates(sampler: Sampler, texts: Sequence[str], system: str, cfg: TrainConfig,
-                      settings: SftSettings, seed: int) -> list[list[Candidate]]:
-    """`settings.data.samples` sampled answers per text, asked with the system turn `system` ("" for
-    none), sampled as the defender samples; `[len(texts)][samples]`."""
+                      data: SftSection, seed: int) -> list[list[Candidate]]:
+    """`data.samples` sampled answers per text, asked with the system turn `system` ("" for none),
+    sampled as the defender samples, `data.batch_size` texts per call; `[len(texts)][samples]`."""
     sp, tok = cfg.selfplay, sampler.tokenizer
     limit = sampler.max_cache_len - sp.defender_max_tokens
     prompts = [fit_prompt(lambda t: defender_prompt(tok, t, system), tok, text, limit)[0]
                for text in texts]
     out: list[list[Candidate]] = []
-    for start in tqdm(range(0, len(prompts), settings.data.batch_size), desc="SFT data",
+    for start in tqdm(range(0, len(prompts), data.batch_size), desc="SFT data",
                       unit="batch", disable=jax.process_index() != 0):
-        chunk = prompts[start:start + settings.data.batch_size]
+        chunk = prompts[start:start + data.batch_size]
         gen = generate_with_params(
             sampler.cfg, sampler.params, chunk, sp.defender_max_tokens,
             temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k,
-            num_samples=settings.data.samples, seed=jax.random.fold_in(jax.random.key(seed), start),
+            num_samples=data.samples, seed=jax.random.fold_in(jax.random.key(seed), start),
             stop_ids=tok.stop_ids, pad_id=tok.pad_id, max_cache_len=sampler.max_cache_len)
         answers = [Candidate(t, tok.decode(t).strip()) for t in gen.tokens]
-        out += [answers[i:i + settings.data.samples] for i in range(0, len(answers),
-                                                                settings.data.samples)]
+        out += [answers[i:i + data.samples] for i in range(0, len(answers), data.samples)]
     return out
 
 
@@ -247,25 +246,25 @@ class SftData(NamedTuple):
                 "benign_tried": self.benign_tried, "answers_kept": len(self.answers)}
 
 
-def build_data(sampler: Sampler, cfg: TrainConfig, settings: SftSettings, checks: SftChecks,
+def build_data(sampler: Sampler, cfg: TrainConfig, sft: SftSection, checks: SftChecks,
                with_benign: bool) -> SftData:
     """Samples and keeps the examples (module docstring); ValueError when a pool the batches
     need is empty."""
-    goals = distinct_prompts(from_config(cfg.data), settings.data.prompts)
+    goals = distinct_prompts(from_config(cfg.data), sft.prompts)
     declines = keep_declines(goals, sample_candidates(
-        sampler, goals, settings.data.refusal_system_prompt, cfg, settings, cfg.train.seed), checks)
-    benign = distinct_prompts(from_config(cfg.benign_data), settings.data.prompts) \
+        sampler, goals, sft.refusal_system_prompt, cfg, sft, cfg.train.seed), checks)
+    benign = distinct_prompts(from_config(cfg.benign_data), sft.prompts) \
         if with_benign else []
     answers = keep_answers(benign, sample_candidates(
-        sampler, benign, "", cfg, settings, cfg.train.seed + 1), checks) if benign else []
+        sampler, benign, "", cfg, sft, cfg.train.seed + 1), checks) if benign else []
     data = SftData(declines, answers, len(goals), len(benign))
     if not declines:
-        raise ValueError(f"SFT: none of the {len(goals) * settings.data.samples} sampled answers "
-                         f"to {len(goals)} goals was a decline under the decline check; raise the "
-                         "samples per prompt or change the refusal system prompt")
+        raise ValueError(f"SFT: none of the {len(goals) * sft.samples} sampled answers "
+                         f"to {len(goals)} goals was a decline under the decline check; raise "
+                         "sft.samples or change sft.refusal_system_prompt")
     if with_benign and not answers:
         raise ValueError(f"SFT: no on-topic answer among the samples for {len(benign)} benign "
-                         "prompts; raise the samples per prompt or lower the on-topic threshold")
+                         "prompts; raise sft.samples or lower sft.on_topic_threshold")
     return data
 
 
@@ -527,7 +526,7 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
                 load_withholding_check(encoder).withholds
                 if cfg.selfplay.withholding_check else None)
         data = build_data(Sampler(model_cfg, params, tokenizer, cfg.model.max_cache_len), cfg,
-                          settings, checks, with_benign=run.plan.answers > 0)
+                          settings.data, checks, with_benign=run.plan.answers > 0)
         log.info("SFT data: %s", data.counts())
         if jax.process_index() == 0:
             workdir.mkdir(parents=True, exist_ok=True)
