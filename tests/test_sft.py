@@ -71,10 +71,12 @@ def test_answers_keep_the_first_readable_on_topic_non_refusal():
 
 
 def test_the_sft_sections_default_threshold_is_the_measured_one_and_steps_must_be_positive():
+    from ssp_jax import default_config
     from ssp_jax.judge.on_topic import DEFAULT_THRESHOLD
 
     sft = section(SftSection, "sft")
     assert sft.on_topic_threshold == DEFAULT_THRESHOLD
+    assert sft.refusal_system_prompt == default_config.REFUSAL_SYSTEM_PROMPT
     assert SftSettings(sft, steps=5, reset_optimizer=True).data is sft
     with pytest.raises(ValueError, match="SFT steps must be >= 1, got 0"):
         SftSettings(sft, steps=0, reset_optimizer=True)
