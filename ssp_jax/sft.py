@@ -517,12 +517,12 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
         run = _Run(cfg, settings, model_cfg, params if model_cfg.lora.enabled else None,
                    cfg.rl.optimizer(cfg.train.num_steps), RowPlan.of(layout), mesh)
         if checks is None:
+            threshold = settings.data.on_topic_threshold
             encoder = load_sentence_encoder(cfg.selfplay.intent_encoder, mesh=mesh,
                                             rules=sharding.TRAIN_RULES) \
-                if settings.data.on_topic_threshold > 0 or cfg.selfplay.withholding_check else None
+                if threshold > 0 or cfg.selfplay.withholding_check else None
             checks = default_checks(
-                OnTopicCheck(encoder.similarity, settings.data.on_topic_threshold)
-                if settings.data.on_topic_threshold > 0 else None,
+                OnTopicCheck(encoder.similarity, threshold) if threshold > 0 else None,
                 load_withholding_check(encoder).withholds
                 if cfg.selfplay.withholding_check else None)
         data = build_data(Sampler(model_cfg, params, tokenizer, cfg.model.max_cache_len), cfg,
