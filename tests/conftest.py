@@ -1,5 +1,6 @@
 """Test-wide environment: offline Hugging Face, 8 fake CPU devices for sharding tests, and one
-XLA compilation cache for the session and every process it starts."""
+XLA compilation cache for the session, its pytest-xdist workers (they inherit the variable from
+the controller, which loads this file first) and every process they start."""
 
 import atexit
 import os
