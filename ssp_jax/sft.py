@@ -212,24 +212,24 @@ class Sampler(NamedTuple):
 
 
 def sample_candidates(sampler: Sampler, texts: Sequence[str], system: str, cfg: TrainConfig,
-                      data: SftSection, seed: int) -> list[list[Candidate]]:
-    """`data.samples` sampled answers per text, asked with the system turn `system` ("" for none),
-    sampled as the defender samples, `data.batch_size` texts per call; `[len(texts)][samples]`."""
+                      sft: SftSection, seed: int) -> list[list[Candidate]]:
+    """`sft.samples` sampled answers per text, asked with the system turn `system` ("" for none),
+    sampled as the defender samples, `sft.batch_size` texts per call; `[len(texts)][samples]`."""
     sp, tok = cfg.selfplay, sampler.tokenizer
     limit = sampler.max_cache_len - sp.defender_max_tokens
     prompts = [fit_prompt(lambda t: defender_prompt(tok, t, system), tok, text, limit)[0]
                for text in texts]
     out: list[list[Candidate]] = []
-    for start in tqdm(range(0, len(prompts), data.batch_size), desc="SFT data",
+    for start in tqdm(range(0, len(prompts), sft.batch_size), desc="SFT data",
                       unit="batch", disable=jax.process_index() != 0):
-        chunk = prompts[start:start + data.batch_size]
+        chunk = prompts[start:start + sft.batch_size]
         gen = generate_with_params(
             sampler.cfg, sampler.params, chunk, sp.defender_max_tokens,
             temperature=sp.temperature, top_p=sp.top_p, top_k=sp.top_k,
-            num_samples=data.samples, seed=jax.random.fold_in(jax.random.key(seed), start),
+            num_samples=sft.samples, seed=jax.random.fold_in(jax.random.key(seed), start),
             stop_ids=tok.stop_ids, pad_id=tok.pad_id, max_cache_len=sampler.max_cache_len)
         answers = [Candidate(t, tok.decode(t).strip()) for t in gen.tokens]
-        out += [answers[i:i + data.samples] for i in range(0, len(answers), data.samples)]
+        out += [answers[i:i + sft.samples] for i in range(0, len(answers), sft.samples)]
     return out
 
 
