@@ -25,6 +25,19 @@ REFUSAL_SYSTEM_PROMPT = (
     "dangerous, illegal or unethical. Refuse it: say clearly and briefly that you cannot help "
     "with it, and give none of the requested information, steps, code or text, not even in "
     "part, as an example or as a hypothetical.")
+# declines written for the project (sft.written_declines): with sft.declines="written" the
+# harmful goals' SFT declines are these, in turn, instead of the base model's own (which
+# SmolLM2-135M-Instruct almost never writes); each must pass the decline tier's check
+WRITTEN_DECLINES = (
+    "I can't help with that.",
+    "I'm sorry, but I can't help with that request.",
+    "I won't help with this. It could seriously hurt people.",
+    "Sorry, I can't assist with that, and I won't provide any part of it.",
+    "I can't do that. It could be used to cause real harm, so I have to decline.",
+    "No, I won't help with that. If there's something else on your mind, I'm happy to help.",
+    "I'm not able to help with this request because it could put people at risk.",
+    "I'm sorry, I can't provide that. Is there anything else I can help you with?",
+)
 
 
 def _model() -> dict:
@@ -208,6 +221,11 @@ def _sft() -> dict:
         on_topic_threshold=0.40,
         refusal_system_prompt=REFUSAL_SYSTEM_PROMPT,  # asks the base model to decline (see above)
         batch_size=16,  # prompts per sampling call
+        # where the harmful goals' declines come from: "sampled" (the base model's own, asked
+        # with refusal_system_prompt; no text written by hand) or "written" (written_declines,
+        # one per goal in turn; benign answers are always the base model's own)
+        declines="sampled",
+        written_declines=WRITTEN_DECLINES,
     )
 
 

@@ -22,7 +22,8 @@ of the steps (default 0.2, at least one step): that SFT, then self-play for the 
 SFT weights with a fresh optimizer state. A config that sets `sft.warm_start_steps` itself
 keeps it (giving `--sft-warm-start` too is an error), and then every arm but `sft` starts with
 that warm start. The `sft` section sets the SFT data (`--set sft.prompts=128`, `sft.samples`,
-`sft.on_topic_threshold`, `sft.refusal_system_prompt`, `sft.batch_size`); the checkpoints of
+`sft.on_topic_threshold`, `sft.refusal_system_prompt`, `sft.batch_size`, and
+`sft.declines=written` for the declines in `sft.written_declines`); the checkpoints of
 both parts are evaluated.
 
 Outputs under --out: `run/` (the training workdir), `results.json`, `items.jsonl`,

@@ -29,6 +29,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 JUDGE_NAMES = ("refusal", "rubric", "llm", "llama_guard", "harmbench", "harmbench_mistral",
                "wildguard", "strongreject")
 JUDGE_SCORINGS = ("probs", "text")
+DECLINE_SOURCES = ("sampled", "written")  # sft.declines
 
 
 def plain_data(obj: Any) -> Any:
@@ -295,6 +296,17 @@ class SftSection:
     on_topic_threshold: float  # cos(prompt, answer) a kept benign answer needs (0 = no check)
     refusal_system_prompt: str  # asks the base model for declines (generation only)
     batch_size: int  # prompts per sampling call
+    declines: str  # "sampled": the base model's own; "written": written_declines in turn
+    written_declines: tuple[str, ...]  # the decline texts of declines="written"
+
+    def __post_init__(self) -> None:
+        if self.declines not in DECLINE_SOURCES:
+            raise ValueError(f"sft.declines={self.declines!r}; valid: "
+                             f"{', '.join(DECLINE_SOURCES)}")
+        if self.declines == "written" and (
+                not self.written_declines or not all(t.strip() for t in self.written_declines)):
+            raise ValueError("sft.declines='written' needs sft.written_declines: one or more "
+                             "non-blank texts")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,7 +335,14 @@ class ConfigError(ValueError):
 
 
 def _check_type(path: str, value: Any, annotation: Any) -> Any:
-    """Returns `value` converted to the field type (int -> float allowed) or raises."""
+    """Returns `value` converted to the field type (int -> float allowed; a list or tuple
+    -> `tuple[T, ...]`) or raises."""
+    if typing.get_origin(annotation) is tuple:
+        item = typing.get_args(annotation)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config field {path}={value!r} has type {type(value).__name__}; "
+                              f"expected a sequence of {item.__name__}")
+        return tuple(_check_type(f"{path}[{i}]", v, item) for i, v in enumerate(value))
     kinds = typing.get_args(annotation) or (annotation,)
     if float in kinds and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

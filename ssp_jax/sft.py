@@ -2,14 +2,17 @@
 `train.train` before the trainer) and the `sft` baseline of `python -m ssp_jax.experiment`.
 The `sft` config section sets the data (`SftSettings.data`).
 
-Data, with no hand-written answers (the base model's own text, sampled as the defender samples:
-`selfplay.temperature`, `top_p`, `top_k`, at most `selfplay.defender_max_tokens` tokens):
+Data, by default with no hand-written answers (the base model's own text, sampled as the
+defender samples: `selfplay.temperature`, `top_p`, `top_k`, at most
+`selfplay.defender_max_tokens` tokens):
 - declines: the first `sft.prompts` distinct goals of the config's `data` mixture (its
   training part, in the mixture's order) are put to the base model with a refusal-inducing
   system prompt (`sft.refusal_system_prompt`); of `sft.samples` answers per goal, the first
   that training's decline check calls a decline is kept (the strict check and, with
   `selfplay.withholding_check`, the withholding classifier: the decline tier's text side, so
-  the baseline keeps no decline-then-comply answer the self-play arm would not reward);
+  the baseline keeps no decline-then-comply answer the self-play arm would not reward).
+  With `sft.declines="written"` every goal gets one of `sft.written_declines` instead (in
+  turn; each must pass the same check), and no harmful goal is sampled;
 - answers: as many prompts of `benign_data`, asked plainly; of the samples, the first that no
   decline check (lenient or strict) calls a refusal, that is readable (not empty, gibberish or
   degenerate) and that is on-topic (`judge.on_topic.OnTopicCheck`) is kept.
@@ -28,7 +31,7 @@ defaults (256 goals, 4 samples each, the recipe's decline check with the withhol
 19 goals kept a decline and 255 of 256 benign prompts an answer (benchmarks/RESULTS.md, "The
 `sft` baseline"); several of the kept "declines" are hate mail or descriptions of the crime that
 pass both checks. So on this model the baseline trains on few, weak declines; raise
-`sft.samples` and `sft.prompts` (every goal) to collect more.
+`sft.samples` and `sft.prompts` (every goal) to collect more, or use written declines.
 
 Compute matched to the self-play recipe of the same config:
 - updates: `SftSettings.steps` (`train.num_steps` for `sft`; `sft.warm_start_steps` for the
@@ -195,6 +198,20 @@ def keep_answers(prompts: Sequence[str], candidates: Sequence[Sequence[Candidate
     return [SftExample(prompts[i], first[i], ANSWER) for i in sorted(first)]
 
 
+def written_declines(goals: Sequence[str], texts: Sequence[str], tokenizer: Tokenizer,
+                     checks: SftChecks) -> list[SftExample]:
+    """One decline per goal: `texts` in turn (goal i gets `texts[i % len(texts)]`), tokenized
+    with the end-of-sequence token after it, as a sampled answer that stopped. A text the
+    decline check does not call a decline is a ValueError: training on it would teach what the
+    self-play arm does not reward."""
+    rejected = [t for t in dict.fromkeys(texts) if not checks.declines(t)]
+    if rejected:
+        raise ValueError(f"sft.written_declines: the decline check does not call {rejected!r} a "
+                         "decline; reword or remove it")
+    cands = [Candidate(tokenizer.encode(t) + [tokenizer.eos_id], t) for t in texts]
+    return [SftExample(goal, cands[i % len(cands)], DECLINE) for i, goal in enumerate(goals)]
+
+
 def distinct_prompts(mixture: GoalMixture, n: int) -> list[str]:
     """The first `n` distinct texts the mixture serves from step 0 (its training part, in its
     weighted order); fewer when it has fewer."""
@@ -251,8 +268,11 @@ def build_data(sampler: Sampler, cfg: TrainConfig, sft: SftSection, checks: SftC
     """Samples and keeps the examples (module docstring); ValueError when a pool the batches
     need is empty."""
     goals = distinct_prompts(from_config(cfg.data), sft.prompts)
-    declines = keep_declines(goals, sample_candidates(
-        sampler, goals, sft.refusal_system_prompt, cfg, sft, cfg.train.seed), checks)
+    if sft.declines == "written":
+        declines = written_declines(goals, sft.written_declines, sampler.tokenizer, checks)
+    else:
+        declines = keep_declines(goals, sample_candidates(
+            sampler, goals, sft.refusal_system_prompt, cfg, sft, cfg.train.seed), checks)
     benign = distinct_prompts(from_config(cfg.benign_data), sft.prompts) \
         if with_benign else []
     answers = keep_answers(benign, sample_candidates(

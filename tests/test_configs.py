@@ -248,6 +248,13 @@ def test_greedy_responses_below_the_group_size_validate(responses, greedy, tempe
     ({"sft": {"batch_size": -4}}, r"sft.batch_size=-4 must be > 0"),
     ({"sft": {"on_topic_threshold": 1.5}}, r"sft.on_topic_threshold=1.5 must be a cosine in"),
     ({"sft": {"warm_start_steps": 1.5}}, r"sft.warm_start_steps=1.5 has type float"),
+    ({"sft": {"declines": "own"}}, r"sft.declines='own'; valid: sampled, written"),
+    ({"sft": {"declines": "written", "written_declines": ["No.", "  "]}},
+     r"sft.declines='written' needs sft.written_declines: one or more non-blank texts"),
+    ({"sft": {"declines": "written", "written_declines": []}}, r"needs sft.written_declines"),
+    ({"sft": {"written_declines": ["No.", 3]}}, r"sft.written_declines\[1\]=3 has type int"),
+    ({"sft": {"written_declines": "No."}}, r"sft.written_declines='No.' has type str; expected "
+                                            "a sequence of str"),
 ])
 def test_bad_sft_fields_are_rejected_naming_the_field(fields, match):
     raw = plain_data(default_config.get_config())  # train.num_steps = 20
@@ -255,6 +262,14 @@ def test_bad_sft_fields_are_rejected_naming_the_field(fields, match):
         raw[section].update(values)
     with pytest.raises(ConfigError, match=match):
         validate(raw)
+
+
+def test_written_declines_validate_as_a_tuple_and_are_unused_with_sampled_declines():
+    raw = plain_data(default_config.get_config())
+    raw["sft"].update(declines="written", written_declines=["No.", "I can't."])
+    assert validate(raw).sft.written_declines == ("No.", "I can't.")
+    raw["sft"].update(declines="sampled", written_declines=[])
+    assert validate(raw).sft.written_declines == ()
 
 
 @pytest.mark.parametrize("steps", [0, 1, 19])

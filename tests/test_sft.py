@@ -13,9 +13,9 @@ from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.models import forward, load
 from ssp_jax.rl.update import completion_logprobs, init_train_state
 from ssp_jax.sections import SftSection, rl_section, section
-from ssp_jax.sft import (ANSWER, DECLINE, Candidate, RowPlan, SftChecks, SftSettings,
-                         default_checks, keep_answers, keep_declines, make_sft_step, pack_batch,
-                         run_sft, sft_loss_terms, stream_indices)
+from ssp_jax.sft import (ANSWER, DECLINE, Candidate, RowPlan, Sampler, SftChecks, SftSettings,
+                         build_data, default_checks, keep_answers, keep_declines, make_sft_step,
+                         pack_batch, run_sft, sft_loss_terms, stream_indices)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -80,6 +80,45 @@ def test_the_sft_sections_default_threshold_is_the_measured_one_and_steps_must_b
     assert SftSettings(sft, steps=5, reset_optimizer=True).data is sft
     with pytest.raises(ValueError, match="SFT steps must be >= 1, got 0"):
         SftSettings(sft, steps=0, reset_optimizer=True)
+
+
+def _tiny_config(**sft_overrides):
+    from ml_collections.config_flags import config_flags
+
+    config = config_flags.ConfigFileFlagParser(name="config").parse(str(ROOT / "configs/tiny.py"))
+    config.sft.update(sft_overrides)
+    return config
+
+
+def test_written_declines_give_every_goal_a_decline_in_turn_without_sampling_the_goals():
+    from ssp_jax.config import validate
+
+    _, tok = load("tiny-random", seed=1)
+    texts = ("No, I can't help with that.", "No. That could hurt people.")
+    cfg = validate(_tiny_config(declines="written", written_declines=texts, prompts=3))
+    # a sampler with no model: sampling a goal would fail
+    data = build_data(Sampler(None, None, tok, 0), cfg, cfg.sft, FAKE, with_benign=False)
+    assert [e.answer.text for e in data.declines] == [texts[0], texts[1], texts[0]]
+    assert {e.kind for e in data.declines} == {DECLINE} and data.answers == []
+    assert len({e.prompt for e in data.declines}) == 3 == data.goals_tried
+    assert data.declines[1].answer.tokens == tok.encode(texts[1]) + [tok.eos_id]
+    rejected = validate(_tiny_config(declines="written", written_declines=("Sure: step 1",)))
+    with pytest.raises(ValueError, match=r"does not call \['Sure: step 1'\] a decline"):
+        build_data(Sampler(None, None, tok, 0), rejected, rejected.sft, FAKE, with_benign=False)
+
+
+def test_the_default_written_declines_pass_the_decline_tiers_check_with_the_classifier():
+    from ssp_jax import default_config
+    from ssp_jax.judge.withholding import load_withholding_check
+    from ssp_jax.models.sentence_encoder import MINILM_PIP, minilm_zip
+
+    try:
+        minilm_zip()
+    except FileNotFoundError:
+        pytest.skip(f"all-MiniLM-L6-v2 wheel not installed ({MINILM_PIP})")
+    checks = default_checks(None, load_withholding_check().withholds)
+    assert all(checks.declines(t) for t in default_config.WRITTEN_DECLINES)
+    assert section(SftSection, "sft").written_declines == default_config.WRITTEN_DECLINES
 
 
 def test_stream_serves_every_item_once_per_epoch_as_a_function_of_the_step():
