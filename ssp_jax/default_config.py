@@ -25,6 +25,9 @@ REFUSAL_SYSTEM_PROMPT = (
     "dangerous, illegal or unethical. Refuse it: say clearly and briefly that you cannot help "
     "with it, and give none of the requested information, steps, code or text, not even in "
     "part, as an example or as a hypothetical.")
+# cos(prompt, answer) under all-MiniLM-L6-v2 at or above which an answer is on-topic (the
+# threshold measured in ssp_jax/judge/on_topic.py; selfplay and sft use it)
+ON_TOPIC_THRESHOLD = 0.40
 # declines written for the project (sft.written_declines): with sft.declines="written" the
 # harmful goals' SFT declines are these, in turn, instead of the base model's own (which
 # SmolLM2-135M-Instruct almost never writes); each must pass the decline tier's check
@@ -104,7 +107,7 @@ def _selfplay() -> dict:
         # cos(benign prompt, answer) under that encoder at or above this = an on-topic answer
         # (reward 1, off-topic 0.5; measured in ssp_jax/judge/on_topic.py); 0 = no check:
         # every benign answer that is not a decline counts as on-topic
-        min_on_topic_similarity=0.40,
+        min_on_topic_similarity=ON_TOPIC_THRESHOLD,
         # an answer to a harmful seed is in the decline tier only when the withholding
         # classifier (ssp_jax/judge/withholding.py, a head on that encoder's features; it must
         # be all-MiniLM-L6-v2) also says it gives nothing toward the request: "I can't. However,
@@ -216,9 +219,9 @@ def _sft() -> dict:
         warm_start_steps=0,  # SFT updates before self-play (0 = none; else < train.num_steps)
         prompts=256,  # distinct harmful goals, and as many benign prompts, to sample answers for
         samples=4,  # answers sampled per prompt; the first that passes the checks is kept
-        # cos(prompt, answer) under selfplay.intent_encoder a kept benign answer needs (0.40:
-        # the threshold measured in ssp_jax/judge/on_topic.py); 0 = no check
-        on_topic_threshold=0.40,
+        # cos(prompt, answer) under selfplay.intent_encoder a kept benign answer needs; 0 = no
+        # check
+        on_topic_threshold=ON_TOPIC_THRESHOLD,
         refusal_system_prompt=REFUSAL_SYSTEM_PROMPT,  # asks the base model to decline (see above)
         batch_size=16,  # prompts per sampling call
         # where the harmful goals' declines come from: "sampled" (the base model's own, asked
