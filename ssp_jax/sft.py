@@ -31,7 +31,9 @@ defaults (256 goals, 4 samples each, the recipe's decline check with the withhol
 19 goals kept a decline and 255 of 256 benign prompts an answer (benchmarks/RESULTS.md, "The
 `sft` baseline"); several of the kept "declines" are hate mail or descriptions of the crime that
 pass both checks. So on this model the baseline trains on few, weak declines; raise
-`sft.samples` and `sft.prompts` (every goal) to collect more, or use written declines.
+`sft.samples` and `sft.prompts` (every goal) to collect more, or use written declines (on
+SmolLM2 these taught the imperative form of the goals rather than their harm:
+benchmarks/RESULTS.md, "Written declines for the warm start").
 
 Compute matched to the self-play recipe of the same config:
 - updates: `SftSettings.steps` (`train.num_steps` for `sft`; `sft.warm_start_steps` for the
