@@ -12,10 +12,10 @@ import math
 from typing import Any, Mapping
 
 from ssp_jax import default_config
-from ssp_jax.sections import (ATTENTION_IMPLEMENTATIONS, CkptSection, ConfigError, EvalSection,
-                              JudgeSection, LoraConfig, MeshSection, ModelSection, ReplaySection,
-                              RlSection, SelfPlaySection, SftSection, TrainSection, build_section,
-                              check_judge_section, plain_data)
+from ssp_jax.sections import (ATTENTION_IMPLEMENTATIONS, DECLINE_SOURCES, CkptSection,
+                              ConfigError, EvalSection, JudgeSection, LoraConfig, MeshSection,
+                              ModelSection, ReplaySection, RlSection, SelfPlaySection, SftSection,
+                              TrainSection, build_section, check_judge_section, plain_data)
 
 __all__ = ["ConfigError", "TrainConfig", "lora_config", "to_json", "unknown_override",
            "validate"]
@@ -45,6 +45,7 @@ _CHOICES = {
     "model.attention": ATTENTION_IMPLEMENTATIONS,
     "rl.aggregation": ("token", "sequence"),
     "rl.schedule": ("constant", "cosine"),
+    "sft.declines": DECLINE_SOURCES,
 }
 _POSITIVE = ("selfplay.goals_per_step", "selfplay.attacks_per_goal",
              "selfplay.responses_per_attack", "selfplay.attacker_max_tokens",
@@ -117,7 +118,7 @@ def _check_greedy_responses(responses: int, greedy: int) -> None:
 
 def _check_sft(cfg: TrainConfig) -> None:
     """The warm start is the first part of the run, from the base model; its on-topic
-    threshold is a cosine."""
+    threshold is a cosine; written declines need texts."""
     steps, num_steps = cfg.sft.warm_start_steps, cfg.train.num_steps
     if steps >= num_steps:
         raise ConfigError(f"config field sft.warm_start_steps={steps} must be < train.num_steps="
@@ -130,6 +131,10 @@ def _check_sft(cfg: TrainConfig) -> None:
     if not 0 <= cfg.sft.on_topic_threshold <= 1:
         raise ConfigError(f"config field sft.on_topic_threshold={cfg.sft.on_topic_threshold!r} "
                           "must be a cosine in [0, 1] (0 = no check)")
+    texts = cfg.sft.written_declines
+    if cfg.sft.declines == "written" and (not texts or not all(t.strip() for t in texts)):
+        raise ConfigError("config field sft.declines='written' needs sft.written_declines: one "
+                          "or more non-blank texts")
 
 
 def _check_values(cfg: TrainConfig) -> None:

@@ -299,15 +299,6 @@ class SftSection:
     declines: str  # "sampled": the base model's own; "written": written_declines in turn
     written_declines: tuple[str, ...]  # the decline texts of declines="written"
 
-    def __post_init__(self) -> None:
-        if self.declines not in DECLINE_SOURCES:
-            raise ValueError(f"sft.declines={self.declines!r}; valid: "
-                             f"{', '.join(DECLINE_SOURCES)}")
-        if self.declines == "written" and (
-                not self.written_declines or not all(t.strip() for t in self.written_declines)):
-            raise ValueError("sft.declines='written' needs sft.written_declines: one or more "
-                             "non-blank texts")
-
 
 @dataclasses.dataclass(frozen=True)
 class CkptSection:
