@@ -69,19 +69,7 @@ def lora_config(raw: Any) -> LoraConfig:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"config field model.lora={raw!r} must be a dict with keys "
                           "rank, alpha, dropout, targets")
-    raw = dict(raw)
-    targets = raw.pop("targets", None)
-    if targets is not None and (isinstance(targets, str) or not all(
-            isinstance(t, str) for t in targets)):
-        raise ConfigError(f"config field model.lora.targets={targets!r} must be a list of "
-                          "projection names")
-    lora = build_section(LoraConfig, raw, "model.lora", skip=("targets",))
-    if targets is None:
-        return lora
-    try:
-        return dataclasses.replace(lora, targets=tuple(targets))
-    except ValueError as e:
-        raise ConfigError(f"config section model.lora: {e}") from None
+    return build_section(LoraConfig, raw, "model.lora")
 
 
 def _value(cfg: TrainConfig, path: str) -> Any:

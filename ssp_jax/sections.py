@@ -352,18 +352,16 @@ def _check_type(path: str, value: Any, annotation: Any) -> Any:
 S = TypeVar("S")
 
 
-def build_section(cls: type[S], raw: Mapping[str, Any], name: str,
-                  skip: tuple[str, ...] = ()) -> S:
-    """`raw` (every field of section `name`, plus the `skip` keys, which are left out) as a
+def build_section(cls: type[S], raw: Mapping[str, Any], name: str) -> S:
+    """`raw` (fields of section `name`; a missing one keeps its default, if it has one) as a
     `cls`, type-checked; ConfigError names a bad or unknown field."""
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - fields - set(skip))
+    unknown = sorted(set(raw) - fields)
     if unknown:
         raise ConfigError(f"unknown config field(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
-                          f"valid: {', '.join(sorted(fields | set(skip)))}")
-    values = {k: _check_type(f"{name}.{k}", v, hints[k]) for k, v in raw.items()
-              if k in fields}
+                          f"valid: {', '.join(sorted(fields))}")
+    values = {k: _check_type(f"{name}.{k}", v, hints[k]) for k, v in raw.items()}
     try:
         return cls(**values)
     except (ValueError, TypeError) as e:
