@@ -83,6 +83,7 @@ def test_the_sft_sections_default_threshold_is_the_measured_one_and_steps_must_b
 
 
 def _tiny_config(**sft_overrides):
+    """configs/tiny.py as its ConfigDict, with `sft_overrides`."""
     from ml_collections.config_flags import config_flags
 
     config = config_flags.ConfigFileFlagParser(name="config").parse(str(ROOT / "configs/tiny.py"))
@@ -184,9 +185,7 @@ def test_sft_update_lowers_the_loss_on_its_batch(tiny, micro_batches):
 
 
 def test_tiny_run_writes_checkpoints_the_evaluation_loads(tmp_path):
-    from ml_collections.config_flags import config_flags
-
-    config = config_flags.ConfigFileFlagParser(name="config").parse(str(ROOT / "configs/tiny.py"))
+    config = _tiny_config()
     config.train.num_steps = 3
     config.ckpt.every_steps = 2
     settings = SftSettings(sft_data(prompts=4, samples=2, batch_size=4), steps=3,
@@ -206,9 +205,7 @@ def test_tiny_run_writes_checkpoints_the_evaluation_loads(tmp_path):
 
 
 def test_no_decline_among_the_samples_is_a_clear_error(tmp_path):
-    from ml_collections.config_flags import config_flags
-
-    config = config_flags.ConfigFileFlagParser(name="config").parse(str(ROOT / "configs/tiny.py"))
+    config = _tiny_config()
     settings = SftSettings(sft_data(prompts=2, samples=1, batch_size=2), steps=1,
                            reset_optimizer=False)
     never = ACCEPT_ALL._replace(declines=lambda t: False)
