@@ -106,7 +106,8 @@ def _check_greedy_responses(responses: int, greedy: int) -> None:
 
 def _check_sft(cfg: TrainConfig) -> None:
     """The warm start is the first part of the run, from the base model; its on-topic
-    threshold is a cosine; written declines need texts."""
+    threshold is a cosine; the answer share leaves room for declines; written declines need
+    texts."""
     steps, num_steps = cfg.sft.warm_start_steps, cfg.train.num_steps
     if steps >= num_steps:
         raise ConfigError(f"config field sft.warm_start_steps={steps} must be < train.num_steps="
@@ -119,6 +120,10 @@ def _check_sft(cfg: TrainConfig) -> None:
     if not 0 <= cfg.sft.on_topic_threshold <= 1:
         raise ConfigError(f"config field sft.on_topic_threshold={cfg.sft.on_topic_threshold!r} "
                           "must be a cosine in [0, 1] (0 = no check)")
+    if not 0 <= cfg.sft.answer_share < 1:
+        raise ConfigError(f"config field sft.answer_share={cfg.sft.answer_share!r} must be in "
+                          "[0, 1): the share of each update's rows that are benign answers "
+                          "(0 = the self-play batch's split)")
     texts = cfg.sft.written_declines
     if cfg.sft.declines == "written" and (not texts or not all(t.strip() for t in texts)):
         raise ConfigError("config field sft.declines='written' needs sft.written_declines: one "

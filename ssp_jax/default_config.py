@@ -229,6 +229,9 @@ def _sft() -> dict:
         # one per goal in turn; benign answers are always the base model's own)
         declines="sampled",
         written_declines=WRITTEN_DECLINES,
+        # share of each update's rows that are benign answers, the rest declines; 0 = the
+        # self-play defender batch's split (benign_per_step against the harmful rows)
+        answer_share=0.0,
     )
 
 

@@ -298,6 +298,7 @@ class SftSection:
     batch_size: int  # prompts per sampling call
     declines: str  # "sampled": the base model's own; "written": written_declines in turn
     written_declines: tuple[str, ...]  # the decline texts of declines="written"
+    answer_share: float  # share of each update's rows that are benign answers (0 = as self-play)
 
 
 @dataclasses.dataclass(frozen=True)

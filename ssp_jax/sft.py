@@ -40,8 +40,9 @@ Compute matched to the self-play recipe of the same config:
   warm start, after which self-play runs the remaining steps);
 - rows per update: the self-play defender batch's, (G * A + replay + benign) * R
   (`sections.StepLayout`), split the same way: (G * A + replay) * R decline rows and
-  benign * R answer rows, each drawn from its pool in epochs of fresh permutations (a pure
-  function of the step);
+  benign * R answer rows (or, with `sft.answer_share` > 0, that share of the same rows are
+  answers and the rest declines), each drawn from its pool in epochs of fresh permutations (a
+  pure function of the step);
 - optimizer: `rl.optimizer(train.num_steps)` (learning rate, schedule, clipping, AdamW), the
   same trained parameters (LoRA adapters when `model.lora` is on), `rl.micro_batches`
   gradient-accumulation slices, rows sharded over the mesh's batch axes like the RL update.
@@ -338,12 +339,18 @@ class RowPlan(NamedTuple):
     total: int
 
     @classmethod
-    def of(cls, layout: StepLayout) -> "RowPlan":
+    def of(cls, layout: StepLayout, answer_share: float = 0.0) -> "RowPlan":
         """The self-play defender batch's rows, padded to a multiple of micro-batches x row
-        shards (as the RL update pads its groups)."""
+        shards (as the RL update pads its groups). An `answer_share` in (0, 1) splits the same
+        rows again: that share of them (rounded, at least one) are answers, the rest
+        declines."""
         R = layout.group_sizes[1]
         declines = (layout.goals * layout.group_sizes[0] + layout.replay_rows) * R
         answers = layout.benign_prompts * R
+        if answer_share:
+            rows = declines + answers
+            answers = min(rows - 1, max(1, round(answer_share * rows)))
+            declines = rows - answers
         multiple = layout.micro_batches * layout.row_shards
         return cls(declines, answers, -(-(declines + answers) // multiple) * multiple)
 
@@ -456,7 +463,8 @@ def _init_state(run: _Run, params: Params) -> TrainState:
 def _save(ckpt: Checkpointer, run: _Run, state: TrainState, step: int, data: SftData) -> None:
     """A checkpoint in the trainer's layout (see module docstring)."""
     meta = {"step": step, "bad_steps": 0, "config": to_json(run.cfg),
-            "sft": {**dataclasses.asdict(run.settings), **data.counts()}}
+            "sft": {**dataclasses.asdict(run.settings), **data.counts(),
+                    "rows": run.plan._asdict()}}
     ckpt.save(step, state, ReplayPool(run.cfg.replay).state_dict(), meta)
 
 
@@ -518,7 +526,7 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
     checkpoints to `workdir/checkpoints` (module docstring). `checks` default to
     `default_checks` with MiniLM (`selfplay.intent_encoder`) for the on-topic check and, with
     `selfplay.withholding_check`, the withholding classifier in the decline check. Returns
-    {"steps_done", "data": kept / tried counts}. The device mesh set before is set again
+    {"steps_done", "data": kept / tried counts, "rows": `RowPlan` of each update}. The device mesh set before is set again
     afterwards."""
     cfg = validate(config)
     if settings.steps > cfg.train.num_steps:
@@ -537,7 +545,8 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
         model_cfg, params, tokenizer = _load_policy(cfg, mesh)
         layout = StepLayout.of(cfg, sharding.axis_size("batch", mesh, sharding.TRAIN_RULES))
         run = _Run(cfg, settings, model_cfg, params if model_cfg.lora.enabled else None,
-                   cfg.rl.optimizer(cfg.train.num_steps), RowPlan.of(layout), mesh)
+                   cfg.rl.optimizer(cfg.train.num_steps),
+                   RowPlan.of(layout, settings.data.answer_share), mesh)
         if checks is None:
             threshold = settings.data.on_topic_threshold
             encoder = load_sentence_encoder(cfg.selfplay.intent_encoder, mesh=mesh,
@@ -549,7 +558,7 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
                 if cfg.selfplay.withholding_check else None)
         data = build_data(Sampler(model_cfg, params, tokenizer, cfg.model.max_cache_len), cfg,
                           settings.data, checks, with_benign=run.plan.answers > 0)
-        log.info("SFT data: %s", data.counts())
+        log.info("SFT data: %s; rows per update: %s", data.counts(), run.plan._asdict())
         if jax.process_index() == 0:
             workdir.mkdir(parents=True, exist_ok=True)
             _write_data(workdir, data)
@@ -557,7 +566,7 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
     finally:
         ckpt.close()
         jax.set_mesh(None if previous.empty else previous)
-    return {"steps_done": settings.steps, "data": data.counts()}
+    return {"steps_done": settings.steps, "data": data.counts(), "rows": run.plan._asdict()}
 
 
 def warm_start(config: Any, workdir: PathLike, checks: SftChecks | None = None) -> dict | None:

@@ -249,6 +249,8 @@ def test_greedy_responses_below_the_group_size_validate(responses, greedy, tempe
     ({"sft": {"on_topic_threshold": 1.5}}, r"sft.on_topic_threshold=1.5 must be a cosine in"),
     ({"sft": {"warm_start_steps": 1.5}}, r"sft.warm_start_steps=1.5 has type float"),
     ({"sft": {"declines": "own"}}, r"sft.declines='own'; valid: sampled, written"),
+    ({"sft": {"answer_share": 1.0}}, r"sft.answer_share=1.0 must be in \[0, 1\)"),
+    ({"sft": {"answer_share": -0.1}}, r"sft.answer_share=-0.1 must be in \[0, 1\)"),
     ({"sft": {"declines": "written", "written_declines": ["No.", "  "]}},
      r"sft.declines='written' needs sft.written_declines: one or more non-blank texts"),
     ({"sft": {"declines": "written", "written_declines": []}}, r"needs sft.written_declines"),

@@ -1,6 +1,7 @@
 """Supervised refusal training: which sampled answers are kept, the cross-entropy against a
 NumPy reference, the update lowering it, and a tiny run whose checkpoints load."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -138,6 +139,19 @@ def test_rows_match_the_self_play_defender_batch():
     assert RowPlan.of(layout) == RowPlan(declines=40, answers=16, total=56)
 
 
+def test_answer_share_splits_the_same_rows_between_answers_and_declines():
+    from ssp_jax.sections import StepLayout
+
+    layout = StepLayout(goals=4, rollout_goals=4, group_sizes=(2, 4), replay_rows=2,
+                        benign_prompts=4, micro_batches=1, row_shards=8)
+    assert RowPlan.of(layout, 0.5) == RowPlan(declines=28, answers=28, total=56)
+    assert RowPlan.of(layout, 0.25) == RowPlan(declines=42, answers=14, total=56)
+    assert RowPlan.of(layout, 0.001) == RowPlan(declines=55, answers=1, total=56)
+    assert RowPlan.of(layout, 0.999) == RowPlan(declines=1, answers=55, total=56)
+    no_benign = dataclasses.replace(layout, benign_prompts=0)
+    assert RowPlan.of(no_benign, 0.5) == RowPlan(declines=20, answers=20, total=40)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     model, tok = load("tiny-random", seed=1)
@@ -188,13 +202,18 @@ def test_tiny_run_writes_checkpoints_the_evaluation_loads(tmp_path):
     config = _tiny_config()
     config.train.num_steps = 3
     config.ckpt.every_steps = 2
-    settings = SftSettings(sft_data(prompts=4, samples=2, batch_size=4), steps=3,
-                           reset_optimizer=False)
+    settings = SftSettings(sft_data(prompts=4, samples=2, batch_size=4, answer_share=0.5),
+                           steps=3, reset_optimizer=False)
     out = run_sft(config, tmp_path / "run", settings, ACCEPT_ALL)
     assert out["data"] == {"goals_tried": 4, "declines_kept": 4, "benign_tried": 4,
                            "answers_kept": 4}
+    # configs/tiny.py's defender batch: (8 goals x 2 attacks + 2 replayed) x 4 = 72 harmful
+    # rows and 6 x 4 = 24 benign ones; half of the 96 are answers
+    assert out["rows"] == {"declines": 48, "answers": 48, "total": 96}
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["2", "3"]
     model, tok, step = load_checkpoint(tmp_path / "run" / "checkpoints" / "3")
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "3" / "meta" / "metadata").read_text())
+    assert meta["sft"]["rows"] == out["rows"] and meta["sft"]["data"]["answer_share"] == 0.5
     assert step == 3 and model.config.vocab_size > 0
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").open()]
     assert [r["step"] for r in records] == [1, 2, 3] and "sft/loss" in records[0]
