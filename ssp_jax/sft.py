@@ -526,8 +526,8 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
     checkpoints to `workdir/checkpoints` (module docstring). `checks` default to
     `default_checks` with MiniLM (`selfplay.intent_encoder`) for the on-topic check and, with
     `selfplay.withholding_check`, the withholding classifier in the decline check. Returns
-    {"steps_done", "data": kept / tried counts, "rows": `RowPlan` of each update}. The device mesh set before is set again
-    afterwards."""
+    {"steps_done", "data": kept / tried counts, "rows": each update's `RowPlan`}. The device
+    mesh set before is set again afterwards."""
     cfg = validate(config)
     if settings.steps > cfg.train.num_steps:
         raise ValueError(f"SFT steps ({settings.steps}) exceed train.num_steps "
