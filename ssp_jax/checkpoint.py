@@ -31,6 +31,8 @@ from ssp_jax.sections import rl_section
 
 log = logging.getLogger(__name__)
 
+REFERENCE_DIR = "reference"  # workdir folder of a warm start's weights as the KL reference
+
 
 class Checkpointer:
     """Saves every `every_steps` (and on demand), keeps the latest `keep`."""
@@ -98,6 +100,39 @@ def restore_from_path(path: PathLike, abstract_state: Any) -> tuple[int, Any, di
     if found is None:
         raise FileNotFoundError(f"ckpt.restore_from: no readable checkpoint in {p}")
     return found
+
+
+def save_reference(directory: PathLike, step: int, params: Params) -> None:
+    """Writes `params` as the KL reference of the run (`directory/<step>`, one kept): the
+    weights of a warm start, which `Checkpointer`'s `keep` would otherwise delete while
+    self-play still needs them."""
+    manager = ocp.CheckpointManager(as_path(directory),
+                                    options=ocp.CheckpointManagerOptions(max_to_keep=1,
+                                                                         create=True))
+    try:
+        manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params)),
+                     force=True)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+
+
+def restore_reference(directory: PathLike, abstract_params: Any) -> tuple[int, Params]:
+    """(step, params) written by `save_reference`, restored into `abstract_params`; a
+    FileNotFoundError saying so when there is none."""
+    directory = as_path(directory)
+    manager = ocp.CheckpointManager(directory)
+    try:
+        steps = manager.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no KL reference in {directory}: the warm start writes it "
+                                    "when rl.reference='warm_start'; start a new workdir, or "
+                                    "set rl.reference='base'")
+        out = manager.restore(max(steps), args=ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract_params)))
+        return max(steps), out.params
+    finally:
+        manager.close()
 
 
 def abstract_like(tree: Any) -> Any:

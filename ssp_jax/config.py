@@ -12,10 +12,11 @@ import math
 from typing import Any, Mapping
 
 from ssp_jax import default_config
-from ssp_jax.sections import (ATTENTION_IMPLEMENTATIONS, DECLINE_SOURCES, CkptSection,
-                              ConfigError, EvalSection, JudgeSection, LoraConfig, MeshSection,
-                              ModelSection, ReplaySection, RlSection, SelfPlaySection, SftSection,
-                              TrainSection, build_section, check_judge_section, plain_data)
+from ssp_jax.sections import (ATTENTION_IMPLEMENTATIONS, DECLINE_SOURCES, KL_REFERENCES,
+                              CkptSection, ConfigError, EvalSection, JudgeSection, LoraConfig,
+                              MeshSection, ModelSection, ReplaySection, RlSection,
+                              SelfPlaySection, SftSection, TrainSection, build_section,
+                              check_judge_section, plain_data)
 
 __all__ = ["ConfigError", "TrainConfig", "lora_config", "to_json", "unknown_override",
            "validate"]
@@ -46,6 +47,7 @@ _CHOICES = {
     "rl.aggregation": ("token", "sequence"),
     "rl.schedule": ("constant", "cosine"),
     "sft.declines": DECLINE_SOURCES,
+    "rl.reference": KL_REFERENCES,
 }
 _POSITIVE = ("selfplay.goals_per_step", "selfplay.attacks_per_goal",
              "selfplay.responses_per_attack", "selfplay.attacker_max_tokens",
@@ -106,8 +108,8 @@ def _check_greedy_responses(responses: int, greedy: int) -> None:
 
 def _check_sft(cfg: TrainConfig) -> None:
     """The warm start is the first part of the run, from the base model; its on-topic
-    threshold is a cosine; the answer share leaves room for declines; written declines need
-    texts."""
+    threshold is a cosine; the answer share leaves room for declines; its weights as the KL
+    reference need full fine-tuning; written declines need texts."""
     steps, num_steps = cfg.sft.warm_start_steps, cfg.train.num_steps
     if steps >= num_steps:
         raise ConfigError(f"config field sft.warm_start_steps={steps} must be < train.num_steps="
@@ -124,6 +126,11 @@ def _check_sft(cfg: TrainConfig) -> None:
         raise ConfigError(f"config field sft.answer_share={cfg.sft.answer_share!r} must be in "
                           "[0, 1): the share of each update's rows that are benign answers "
                           "(0 = the self-play batch's split)")
+    if steps and cfg.rl.reference == "warm_start" and cfg.rl.beta > 0 and cfg.model.lora.enabled:
+        raise ConfigError("config field rl.reference='warm_start' after a warm start "
+                          f"(sft.warm_start_steps={steps}) is not supported with LoRA adapters "
+                          "(model.lora), whose KL reference is the base model; set "
+                          "rl.reference='base'")
     texts = cfg.sft.written_declines
     if cfg.sft.declines == "written" and (not texts or not all(t.strip() for t in texts)):
         raise ConfigError("config field sft.declines='written' needs sft.written_declines: one "

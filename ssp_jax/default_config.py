@@ -142,7 +142,11 @@ def _rl() -> dict:
         max_grad_norm=1.0,  # global-norm gradient clipping
         clip_eps_low=0.2,  # PPO-style ratio clip, lower side
         clip_eps_high=0.2,  # ratio clip, upper side
-        beta=0.0,  # KL (k3) penalty to the frozen initial policy
+        beta=0.0,  # KL (k3) penalty to the frozen reference
+        # the reference after a supervised warm start (sft.warm_start_steps): "warm_start", the
+        # weights self-play starts from (checkpointed to workdir/reference), or "base", the
+        # loaded model; without a warm start both are the loaded model
+        reference="base",
         aggregation="token",  # token | sequence: how the loss averages
         micro_batches=1,  # gradient accumulation slices per step
     )

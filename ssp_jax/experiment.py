@@ -58,7 +58,7 @@ from ssp_jax.judge.registry import JudgeModel, policy_judge
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import load
 from ssp_jax.sections import plain_data
-from ssp_jax.sft import SftChecks, SftSettings, run_sft
+from ssp_jax.sft import SftChecks, SftSettings, run_sft, warm_start_settings
 from ssp_jax.train import train
 
 log = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ def sft_settings(ablation: str, cfg: TrainConfig) -> SftSettings | None:
     if ablation == "sft":
         return SftSettings(cfg.sft, steps=cfg.train.num_steps, reset_optimizer=False)
     if cfg.sft.warm_start_steps:
-        return SftSettings(cfg.sft, steps=cfg.sft.warm_start_steps, reset_optimizer=True)
+        return warm_start_settings(cfg)
     return None
 
 

@@ -29,6 +29,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 JUDGE_NAMES = ("refusal", "rubric", "llm", "llama_guard", "harmbench", "harmbench_mistral",
                "wildguard", "strongreject")
 JUDGE_SCORINGS = ("probs", "text")
+KL_REFERENCES = ("warm_start", "base")  # rl.reference
 DECLINE_SOURCES = ("sampled", "written")  # sft.declines
 
 
@@ -147,6 +148,7 @@ class RlSection:
     clip_eps_low: float
     clip_eps_high: float
     beta: float  # KL (k3) coefficient against the frozen reference
+    reference: str  # the KL reference: "warm_start" (the warm start's weights) or "base"
     aggregation: str  # "token" or "sequence"
     micro_batches: int
 

@@ -62,6 +62,10 @@ steps). There is no resume: a workdir that already has checkpoints is an error.
 
 Warm start (`warm_start`): on a workdir without checkpoints, SFT runs `sft.warm_start_steps`
 updates with the optimizer reset after the last, and the trainer resumes from that checkpoint.
+With `rl.reference="warm_start"` (and `rl.beta` > 0) the last update's weights are also saved
+to `workdir/reference`, outside the checkpoints that `ckpt.keep` prunes: self-play's KL term
+then holds the policy near the warm start's weights rather than pulling it back to the base
+model's (`train.Trainer`).
 A workdir whose newest checkpoint is at or past them has done its warm start: self-play
 resumes as usual. One whose newest checkpoint comes before them (SFT stopped between its
 checkpoints) is an error that asks for a new workdir: resuming SFT would need the sampled
@@ -84,7 +88,7 @@ from etils import epath
 from tqdm import tqdm
 
 from ssp_jax import sharding
-from ssp_jax.checkpoint import Checkpointer
+from ssp_jax.checkpoint import REFERENCE_DIR, Checkpointer, save_reference
 from ssp_jax.config import TrainConfig, to_json, validate
 from ssp_jax.data.mixture import GoalMixture, from_config
 from ssp_jax.game.roles import defender_prompt, fit_prompt
@@ -120,11 +124,14 @@ class SftSettings:
       sentence encoder).
     steps: updates to run (at most `train.num_steps`: the optimizer's schedule is that run's).
     reset_optimizer: the last checkpoint carries a fresh optimizer state (a warm start).
+    save_reference: the last update's weights are also written to `workdir/reference`, the KL
+      reference of the self-play that follows (`rl.reference="warm_start"`).
     """
 
     data: SftSection
     steps: int
     reset_optimizer: bool
+    save_reference: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -513,6 +520,8 @@ def _train(run: _Run, state: TrainState, data: SftData, tokenizer: Tokenizer,
                 fresh = train_state_shardings(state.params, run.optimizer).opt_state
                 state = state.replace(opt_state=jax.jit(
                     run.optimizer.init, out_shardings=fresh)(state.params))
+            if last and run.settings.save_reference:
+                save_reference(workdir / REFERENCE_DIR, step + 1, state.params)
             if last or cfg.ckpt.every_steps and (step + 1) % cfg.ckpt.every_steps == 0:
                 _save(ckpt, run, state, step + 1, data)
                 writer.sync()
@@ -569,6 +578,14 @@ def run_sft(config: Any, workdir: PathLike, settings: SftSettings,
     return {"steps_done": settings.steps, "data": data.counts(), "rows": run.plan._asdict()}
 
 
+def warm_start_settings(cfg: TrainConfig) -> SftSettings:
+    """The warm start of the validated config `cfg`: `sft.warm_start_steps` updates, then a
+    fresh optimizer state, its weights saved as the KL reference where self-play has one and
+    `rl.reference` asks for them."""
+    return SftSettings(cfg.sft, steps=cfg.sft.warm_start_steps, reset_optimizer=True,
+                       save_reference=cfg.rl.reference == "warm_start" and cfg.rl.beta > 0)
+
+
 def warm_start(config: Any, workdir: PathLike, checks: SftChecks | None = None) -> dict | None:
     """The supervised warm start of a self-play run in `workdir` (module docstring): on a
     workdir without checkpoints, `run_sft` for `sft.warm_start_steps` updates with the
@@ -589,8 +606,7 @@ def warm_start(config: Any, workdir: PathLike, checks: SftChecks | None = None) 
         return None
     log.info("warm start: %d SFT updates from the base model, then self-play for the other %d "
              "steps (sft.warm_start_steps)", steps, cfg.train.num_steps - steps)
-    out = run_sft(config, workdir, SftSettings(cfg.sft, steps=steps, reset_optimizer=True),
-                  checks)
+    out = run_sft(config, workdir, warm_start_settings(cfg), checks)
     log.info("warm start: done (SFT data %s); self-play resumes from checkpoints/%d",
              out["data"], steps)
     return out

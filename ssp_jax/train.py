@@ -5,7 +5,8 @@ the attacker and defender rollouts, judge, compute rewards and advantages, apply
 update to the shared parameters, feed the replay pool, log, and checkpoint. Restarting with
 the same workdir resumes from the newest complete checkpoint. With `sft.warm_start_steps` > 0,
 `train` first runs that many supervised updates (`sft.warm_start`) and the loop resumes from
-their last checkpoint.
+their last checkpoint; with `rl.reference="warm_start"` the KL reference is then those updates'
+weights (`workdir/reference`), not the loaded model.
 
 Steps are numbered by the updates applied when they end: the first step is step 1, and
 metrics.jsonl, samples.jsonl, eval.jsonl, the console and the checkpoint folders
@@ -26,7 +27,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ssp_jax import sharding
-from ssp_jax.checkpoint import Checkpointer, abstract_like, restore_from_path
+from ssp_jax.checkpoint import (REFERENCE_DIR, Checkpointer, abstract_like, restore_from_path,
+                               restore_reference)
 from ssp_jax.config import to_json, validate
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.data.mixture import GoalMixture, from_config
@@ -162,9 +164,10 @@ class Trainer:
         # The update donates the train state, so the policy gets its own buffers (the state
         # init's outputs below: the one copy full fine-tuning needs). The KL reference and a
         # frozen-policy judge are the loaded arrays themselves, placed by the rule table like
-        # the policy, without a copy; with rl.beta = 0 no reference exists.
+        # the policy, without a copy; with rl.beta = 0 no reference exists. After a warm start
+        # with rl.reference = "warm_start" the reference is the warm start's weights instead.
         # With LoRA the loaded arrays are also the frozen base the adapters apply to.
-        self.ref_params = params if cfg.rl.beta > 0 or cfg.model.lora.enabled else None
+        self.ref_params = self._reference(params)
         self.judge = self._make_judge(params)
         # compilation starts here, once the judge is up
         self.optimizer = cfg.rl.optimizer(cfg.train.num_steps)
@@ -228,6 +231,20 @@ class Trainer:
                {"request_tokens": cfg.selfplay.attacker_max_tokens,
                 "request_field": "selfplay.attacker_max_tokens"}))
         return judge
+
+    def _reference(self, params: Params) -> Params | None:
+        """The KL reference (and, with LoRA, the adapters' base): the loaded `params`, the
+        warm start's weights (`rl.reference`), or None without a KL term."""
+        cfg = self.cfg
+        if cfg.model.lora.enabled:
+            return params
+        if cfg.rl.beta == 0:
+            return None
+        if cfg.rl.reference == "warm_start" and cfg.sft.warm_start_steps:
+            step, ref = restore_reference(self.workdir / REFERENCE_DIR, abstract_like(params))
+            log.info("KL reference: the warm start's weights (step %d)", step)
+            return ref
+        return params
 
     @property
     def policy_params(self) -> Params:

@@ -250,6 +250,7 @@ def test_greedy_responses_below_the_group_size_validate(responses, greedy, tempe
     ({"sft": {"warm_start_steps": 1.5}}, r"sft.warm_start_steps=1.5 has type float"),
     ({"sft": {"declines": "own"}}, r"sft.declines='own'; valid: sampled, written"),
     ({"sft": {"answer_share": 1.0}}, r"sft.answer_share=1.0 must be in \[0, 1\)"),
+    ({"rl": {"reference": "sft"}}, r"rl.reference='sft'; valid: warm_start, base"),
     ({"sft": {"answer_share": -0.1}}, r"sft.answer_share=-0.1 must be in \[0, 1\)"),
     ({"sft": {"declines": "written", "written_declines": ["No.", "  "]}},
      r"sft.declines='written' needs sft.written_declines: one or more non-blank texts"),
@@ -264,6 +265,19 @@ def test_bad_sft_fields_are_rejected_naming_the_field(fields, match):
         raw[section].update(values)
     with pytest.raises(ConfigError, match=match):
         validate(raw)
+
+
+def test_a_warm_start_reference_needs_full_fine_tuning_only_where_it_applies():
+    raw = plain_data(default_config.get_config())
+    raw["rl"].update(beta=0.04, reference="warm_start")
+    raw["model"]["lora"]["rank"] = 4
+    assert validate(raw).rl.reference == "warm_start"  # no warm start: the base is the start
+    raw["sft"]["warm_start_steps"] = 2
+    with pytest.raises(ConfigError, match=r"rl.reference='warm_start' after a warm start "
+                       r"\(sft.warm_start_steps=2\) is not supported with LoRA"):
+        validate(raw)
+    raw["rl"]["beta"] = 0.0  # no KL term
+    assert validate(raw).sft.warm_start_steps == 2
 
 
 def test_written_declines_validate_as_a_tuple_and_are_unused_with_sampled_declines():

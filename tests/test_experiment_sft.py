@@ -71,6 +71,10 @@ def test_sft_settings_per_arm_come_from_the_config():
     cfg = validate(config)
     warm = sft_settings("", cfg)
     assert (warm.steps, warm.reset_optimizer, warm.data) == (6, True, cfg.sft)
+    assert not warm.save_reference  # rl.reference="base"
+    config.rl.update(beta=0.04, reference="warm_start")
+    assert sft_settings("", validate(config)).save_reference
+    assert not sft_settings("sft", validate(config)).save_reference
 
 
 def test_a_bad_sft_field_is_a_clear_error_before_any_model_loads(tmp_path, monkeypatch):

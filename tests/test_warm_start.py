@@ -140,3 +140,24 @@ def test_a_warm_start_stopped_between_its_checkpoints_is_a_clear_error(warm_run,
         preflight.check_training(validate(config), workdir)
     # the finished warm start of 1 step resumes
     preflight.check_training(validate(warm_config(num_steps=3)), workdir)
+
+
+def test_the_kl_reference_after_a_warm_start_is_its_weights(tmp_path):
+    config = warm_config()
+    config.rl.update(beta=0.04, reference="warm_start")
+    workdir = tmp_path / "run"
+    train_lib.train(config, workdir, sft_checks=ACCEPT_ALL)
+    jax.set_mesh(None)
+    # outside checkpoints/, which ckpt.keep prunes
+    assert [p.name for p in (workdir / "reference").iterdir()] == ["1"]
+    with ssp_log_lines() as lines:
+        trainer = train_lib.Trainer(config, workdir)  # resumes at the end
+    reference = jax.tree.leaves(trainer.ref_params)
+    trainer.run()
+    jax.set_mesh(None)
+    assert "KL reference: the warm start's weights (step 1)" in lines
+    warm = jax.tree.leaves(restore_policy(workdir / "checkpoints" / "1").params)
+    for a, b in zip(reference, warm, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    base = jax.tree.leaves(load("tiny-random", seed=config.model.seed)[0].params())
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(base, warm))
