@@ -31,8 +31,6 @@ from ssp_jax.sections import rl_section
 
 log = logging.getLogger(__name__)
 
-REFERENCE_DIR = "reference"  # workdir folder of a warm start's weights as the KL reference
-
 
 class Checkpointer:
     """Saves every `every_steps` (and on demand), keeps the latest `keep`."""

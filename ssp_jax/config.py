@@ -37,6 +37,13 @@ class TrainConfig:
     eval: EvalSection
     mesh: MeshSection
 
+    @property
+    def warm_start_reference(self) -> bool:
+        """Self-play's KL reference is the warm start's weights (`rl.reference`), which the warm
+        start saves to `workdir/reference`."""
+        return (bool(self.sft.warm_start_steps) and self.rl.reference == "warm_start"
+                and self.rl.beta > 0 and not self.model.lora.enabled)
+
 
 # reward-shaping keys that moved from `rl` to `selfplay` (named in the error for old configs)
 _MOVED_TO_SELFPLAY = ("attacker_weight", "defender_weight", "scale_by_std",

@@ -204,9 +204,11 @@ def check_judge(c: Any, prefix: str = "judge.") -> None:
 def check_resumable(cfg: Any, workdir: PathLike) -> None:
     """The newest complete checkpoint in `workdir`, if any, was made with the model and replay
     seed of `cfg` (the fields a resume cannot change) and is not before the end of `cfg`'s
-    supervised warm start (which does not resume; ssp_jax/resume.py)."""
+    supervised warm start (which does not resume; ssp_jax/resume.py), and has the warm start's
+    weights where `cfg` takes them as the KL reference."""
     from ssp_jax.config import to_json
-    from ssp_jax.resume import config_changes, fixed_change_error, warm_start_error
+    from ssp_jax.resume import (REFERENCE_DIR, config_changes, fixed_change_error,
+                                warm_start_error)
 
     folder = as_path(workdir) / "checkpoints"
     steps = _finished_steps(folder) if folder.is_dir() else []
@@ -214,6 +216,10 @@ def check_resumable(cfg: Any, workdir: PathLike) -> None:
         return
     if message := warm_start_error(steps[-1], cfg.sft.warm_start_steps):
         raise UserError(f"--workdir {workdir}: {message}")
+    if cfg.warm_start_reference and not (as_path(workdir) / REFERENCE_DIR).is_dir():
+        raise UserError(f"--workdir {workdir}: rl.reference='warm_start' needs the warm start's "
+                        f"weights in {REFERENCE_DIR}/, which this workdir's warm start did not "
+                        "save; set rl.reference='base' to resume it, or start a new workdir")
     try:
         meta = json.loads((folder / str(steps[-1]) / "meta" / "metadata").read_text())
         saved = meta["config"]

@@ -28,6 +28,8 @@ from typing import Any, Mapping
 
 from ssp_jax.config import ConfigError
 
+REFERENCE_DIR = "reference"  # workdir folder of a warm start's weights as the KL reference
+
 log = logging.getLogger(__name__)
 
 FIXED_ON_RESUME = ("model.spec", "model.dtype", "model.seed", "model.lora.rank",

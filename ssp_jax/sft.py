@@ -88,7 +88,7 @@ from etils import epath
 from tqdm import tqdm
 
 from ssp_jax import sharding
-from ssp_jax.checkpoint import REFERENCE_DIR, Checkpointer, save_reference
+from ssp_jax.checkpoint import Checkpointer, save_reference
 from ssp_jax.config import TrainConfig, to_json, validate
 from ssp_jax.data.mixture import GoalMixture, from_config
 from ssp_jax.game.roles import defender_prompt, fit_prompt
@@ -103,7 +103,7 @@ from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
 from ssp_jax.replay import ReplayPool
-from ssp_jax.resume import warm_start_error
+from ssp_jax.resume import REFERENCE_DIR, warm_start_error
 from ssp_jax.rl.update import (TrainState, apply_if_finite, completion_logprobs, init_train_state,
                                split_micro_batches, train_state_shardings)
 from ssp_jax.rollout.sampler import generate_with_params
@@ -583,7 +583,7 @@ def warm_start_settings(cfg: TrainConfig) -> SftSettings:
     fresh optimizer state, its weights saved as the KL reference where self-play has one and
     `rl.reference` asks for them."""
     return SftSettings(cfg.sft, steps=cfg.sft.warm_start_steps, reset_optimizer=True,
-                       save_reference=cfg.rl.reference == "warm_start" and cfg.rl.beta > 0)
+                       save_reference=cfg.warm_start_reference)
 
 
 def warm_start(config: Any, workdir: PathLike, checks: SftChecks | None = None) -> dict | None:

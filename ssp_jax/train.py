@@ -27,8 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ssp_jax import sharding
-from ssp_jax.checkpoint import (REFERENCE_DIR, Checkpointer, abstract_like, restore_from_path,
-                               restore_reference)
+from ssp_jax.checkpoint import Checkpointer, abstract_like, restore_from_path, restore_reference
 from ssp_jax.config import to_json, validate
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.data.mixture import GoalMixture, from_config
@@ -49,7 +48,7 @@ from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
 from ssp_jax.replay import ReplayPool
-from ssp_jax.resume import check_resume_config
+from ssp_jax.resume import REFERENCE_DIR, check_resume_config
 from ssp_jax.game.roles import check_prompt_budget
 from ssp_jax.rl.assemble import build_batches
 from ssp_jax.rl.batch import TrainBatch
@@ -240,7 +239,7 @@ class Trainer:
             return params
         if cfg.rl.beta == 0:
             return None
-        if cfg.rl.reference == "warm_start" and cfg.sft.warm_start_steps:
+        if cfg.warm_start_reference:
             step, ref = restore_reference(self.workdir / REFERENCE_DIR, abstract_like(params))
             log.info("KL reference: the warm start's weights (step %d)", step)
             return ref

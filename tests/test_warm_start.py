@@ -161,3 +161,17 @@ def test_the_kl_reference_after_a_warm_start_is_its_weights(tmp_path):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     base = jax.tree.leaves(load("tiny-random", seed=config.model.seed)[0].params())
     assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(base, warm))
+
+
+def test_a_warm_start_reference_missing_from_the_workdir_is_a_preflight_error(warm_run,
+                                                                             tmp_path):
+    # warm_run trained without a KL term, so its warm start saved no reference
+    workdir = tmp_path / "run"
+    shutil.copytree(warm_run[0], workdir)
+    config = warm_config(num_steps=3)
+    config.rl.update(beta=0.04, reference="warm_start")
+    with pytest.raises(UserError, match=f"--workdir {workdir}: rl.reference='warm_start' needs "
+                       r"the warm start's weights in reference/.*set rl.reference='base'"):
+        preflight.check_training(validate(config), workdir)
+    config.rl.reference = "base"
+    preflight.check_training(validate(config), workdir)
