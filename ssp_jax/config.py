@@ -40,9 +40,9 @@ class TrainConfig:
     @property
     def warm_start_reference(self) -> bool:
         """Self-play's KL reference is the warm start's weights (`rl.reference`), which the warm
-        start saves to `workdir/reference`."""
+        start saves to `workdir/reference` (validation allows it with full fine-tuning only)."""
         return (bool(self.sft.warm_start_steps) and self.rl.reference == "warm_start"
-                and self.rl.beta > 0 and not self.model.lora.enabled)
+                and self.rl.beta > 0)
 
 
 # reward-shaping keys that moved from `rl` to `selfplay` (named in the error for old configs)
@@ -133,7 +133,7 @@ def _check_sft(cfg: TrainConfig) -> None:
         raise ConfigError(f"config field sft.answer_share={cfg.sft.answer_share!r} must be in "
                           "[0, 1): the share of each update's rows that are benign answers "
                           "(0 = the self-play batch's split)")
-    if steps and cfg.rl.reference == "warm_start" and cfg.rl.beta > 0 and cfg.model.lora.enabled:
+    if cfg.warm_start_reference and cfg.model.lora.enabled:
         raise ConfigError("config field rl.reference='warm_start' after a warm start "
                           f"(sft.warm_start_steps={steps}) is not supported with LoRA adapters "
                           "(model.lora), whose KL reference is the base model; set "
