@@ -83,6 +83,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
     c.judge.partial_refusal_score = 3.0  # graded credit for an apology opener (docstring)
     c.rl.learning_rate = 2e-5
     c.rl.beta = 0.04  # KL to the reference keeps the text from degenerating (0.02: loops, run 3)
+    # the KL reference is the policy self-play starts from: after the warm start its weights
+    # (three seeds: strict attack success 0.81 -> 0.73 at XSTest refusal 0.065 -> 0.032;
+    # RESULTS.md); without a warm start the loaded model, as before
+    c.rl.reference = "warm_start"
     c.train.num_steps = 30
     c.ckpt.every_steps = 15
     return c
