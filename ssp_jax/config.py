@@ -242,6 +242,9 @@ def validate(config: Any) -> TrainConfig:
     _check_values(cfg)
     if cfg.selfplay.benign_per_step and not cfg.benign_data:
         raise ConfigError("selfplay.benign_per_step > 0 needs a benign_data section")
+    if cfg.selfplay.benign_twins and not cfg.selfplay.benign_per_step:
+        raise ConfigError("selfplay.benign_twins needs selfplay.benign_per_step > 0: the twins "
+                          "take the step's benign slots")
     return cfg
 
 

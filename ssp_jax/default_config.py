@@ -98,6 +98,10 @@ def _selfplay() -> dict:
         # benign prompts per step, rewarded for an on-topic answer, whatever the harm judge
         # (2 x R rows: a quarter of the defender rows here; 0 = off)
         benign_per_step=2,
+        # the first benign slots of a step go to one benign request per goal that opens with
+        # the goal's form ("Write a script that ..."; ssp_jax/data/twins.py): one update then
+        # rewards declining the goal and answering its twin
+        benign_twins=False,
         # reward shaping (all of it lives here, read by ssp_jax/rl/assemble.py)
         invalid_attack_penalty=-0.5,  # attacker reward of malformed / declined / off-intent
         min_attack_chars=8,  # shorter attacks count as invalid

@@ -104,6 +104,7 @@ class SelfPlaySection:
     attacker_brief: str
     defender_system_prompt: str
     benign_per_step: int
+    benign_twins: bool  # benign slots go first to same-form twins of the goals (data/twins.py)
     invalid_attack_penalty: float
     min_attack_chars: int
     min_intent_similarity: float

@@ -31,6 +31,7 @@ from ssp_jax.checkpoint import Checkpointer, abstract_like, restore_from_path, r
 from ssp_jax.config import to_json, validate
 from ssp_jax.data.loaders import PromptItem
 from ssp_jax.data.mixture import GoalMixture, from_config
+from ssp_jax.data.twins import FormTwins
 from ssp_jax.distributed import Preemption
 from ssp_jax.cli import UserError
 from ssp_jax.collapse import CollapseError, CollapseMonitor, default_limits
@@ -144,6 +145,8 @@ class Trainer:
         # data first: a bad goals file fails before any model is loaded or compiled
         self.goals: GoalMixture = from_config(cfg.data)
         self.benign = from_config(cfg.benign_data) if cfg.selfplay.benign_per_step else None
+        self.twins = (FormTwins([i for items in self.benign.items for i in items],
+                                self.benign.seed) if cfg.selfplay.benign_twins else None)
         self._check_evaluation()
         self.mesh = sharding.make_mesh(dataclasses.asdict(cfg.mesh))
         jax.set_mesh(self.mesh)
@@ -286,6 +289,8 @@ class Trainer:
         replay = self.pool.select() if cfg.replay.replay_per_step else []
         pool_select = self.pool.metrics()
         benign = self.benign.batch(step, sp.benign_per_step) if self.benign else []
+        if self.twins:
+            benign = self.twins.pair(step, goals, benign)
         key = jax.random.fold_in(jax.random.key(cfg.train.seed), step)
         policy = Policy(self.model_cfg, self.policy_params, self.tokenizer,
                         cfg.model.max_cache_len)

@@ -9,6 +9,7 @@ import pytest
 
 from ssp_jax.data.builtin import BENIGN_TRAIN, HARMFUL_FORMS, HARMFUL_GOALS, benign_train_items
 from ssp_jax.data.loaders import load_advbench, load_harmbench, load_jsonl, load_xstest
+from ssp_jax.data.twins import harmful_form
 
 BENIGN_IMPERATIVES = (pathlib.Path(__file__).resolve().parents[1]
                       / "benchmarks/data/benign_imperatives.csv")
@@ -34,11 +35,6 @@ def _close_pairs(texts: list[str], others: list[str]) -> list[tuple[str, str]]:
         pairs += [(text, o) for o, w in other_words
                   if words | w and len(words & w) / len(words | w) >= 0.5]
     return pairs
-
-
-def _form(text: str) -> str | None:
-    """The longest harmful form that `text` opens with (None if none)."""
-    return max((f for f in HARMFUL_FORMS if text.startswith(f + " ")), key=len, default=None)
 
 
 def _normalised(text: str) -> str:
@@ -69,16 +65,16 @@ def test_at_least_half_are_imperatives_in_a_harmful_form():
     items = benign_train_items()
     imperative = [i for i in items if i.meta["group"] == "imperative"]
     assert 2 * len(imperative) >= len(items)
-    assert [i.text for i in imperative if _form(i.text) is None] == []
+    assert [i.text for i in imperative if harmful_form(i.text) is None] == []
 
 
 def test_every_harmful_form_has_benign_lookalikes():
-    forms = [_form(i.text) for i in benign_train_items() if i.meta["group"] == "imperative"]
+    forms = [harmful_form(i.text) for i in benign_train_items() if i.meta["group"] == "imperative"]
     assert {f: forms.count(f) for f in HARMFUL_FORMS if forms.count(f) < 8} == {}
 
 
 def test_every_form_opens_real_harmful_goals(harmful_goals):
-    counts = {f: sum(_form(g) == f for g in harmful_goals) for f in HARMFUL_FORMS}
+    counts = {f: sum(harmful_form(g) == f for g in harmful_goals) for f in HARMFUL_FORMS}
     assert {f: n for f, n in counts.items() if n < 2} == {}
 
 
