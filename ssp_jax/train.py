@@ -145,8 +145,7 @@ class Trainer:
         # data first: a bad goals file fails before any model is loaded or compiled
         self.goals: GoalMixture = from_config(cfg.data)
         self.benign = from_config(cfg.benign_data) if cfg.selfplay.benign_per_step else None
-        self.twins = (FormTwins([i for items in self.benign.items for i in items],
-                                self.benign.seed) if cfg.selfplay.benign_twins else None)
+        self.twins = FormTwins.of(self.benign) if cfg.selfplay.benign_twins else None
         self._check_evaluation()
         self.mesh = sharding.make_mesh(dataclasses.asdict(cfg.mesh))
         jax.set_mesh(self.mesh)

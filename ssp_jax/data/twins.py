@@ -14,6 +14,7 @@ import numpy as np
 
 from ssp_jax.data.builtin import HARMFUL_FORMS
 from ssp_jax.data.loaders import PromptItem
+from ssp_jax.data.mixture import GoalMixture
 
 
 def harmful_form(text: str) -> str | None:
@@ -35,6 +36,11 @@ class FormTwins:
             raise ValueError("selfplay.benign_twins: no benign prompt opens with a harmful form "
                              "(ssp_jax.data.builtin.HARMFUL_FORMS); the benign_data sources "
                              "need imperative requests such as builtin benign_train")
+
+    @classmethod
+    def of(cls, mixture: GoalMixture) -> FormTwins:
+        """Twins drawn from every training item of the benign `mixture`, under its seed."""
+        return cls([item for items in mixture.items for item in items], mixture.seed)
 
     def pair(self, step: int, goals: Sequence[PromptItem], benign: Sequence[PromptItem]
              ) -> list[PromptItem]:
