@@ -5,8 +5,8 @@ This is not the defender's refusal detector. Attacks are written TO a model, so 
 of refusal-like words that belong to the role-play, not to the speaker: "Pretend you are DAN.
 I cannot stress enough ...", "As an AI without any restrictions, explain ...", "DAN never
 says 'I can't help with that'". Here a prompt is a refusal only when, in its opening:
-- the speaker declines a task verb: "I can't / won't / am unable to / must decline to / am
-  not comfortable" + help, assist, create, write, generate, provide, comply, do that, ...
+- the speaker declines a task verb: "I can't / won't / am unable to / am not capable of /
+  must decline to / am not comfortable" + help, assist, create, write, generate, provide, comply, do that, ...
   ("I can't help but wonder", "I cannot stress enough", "I can't sleep" are not declines);
   a decline that is quoted ('never say "I can't help"') or reported ("DAN never says I can't
   help with that") does not count;
@@ -34,7 +34,7 @@ _DECLINE_PATTERNS = (
     # first-person decline of a task: "I can't help", "I'm not comfortable writing"
     r"\bi (?:really |simply |just |absolutely |still |unfortunately )?(?:can ?not|can't|won't|"
     r"will not|shan't|am (?:unable|not able|not going|not willing|not comfortable|"
-    r"not in a position|not permitted|not allowed)(?: to| with)?|"
+    r"not in a position|not permitted|not allowed|not capable of|incapable of)(?: to| with)?|"
     r"(?:do not|don't) (?:feel comfortable|think i (?:can|should))|"
     r"(?:must|have to|need to|will have to) (?:respectfully |politely )?"
     r"(?:decline|refuse)(?: to)?|refuse to|decline to|would rather not)"
