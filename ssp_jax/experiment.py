@@ -52,8 +52,9 @@ from ssp_jax.data.mixture import from_config
 from ssp_jax.evaluate.benchmarks import parse_benchmark
 from ssp_jax.evaluate.report import (markdown_table, plot_frontier, plot_training_curves,
                                      write_results)
-from ssp_jax.evaluate.runner import evaluate_with_progress, installed_withholding_check
+from ssp_jax.evaluate.runner import evaluate_with_progress, installed_checks
 from ssp_jax.judge.base import Judge
+from ssp_jax.judge.intent import IntentCheck
 from ssp_jax.judge.registry import JudgeModel, policy_judge
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import load
@@ -96,12 +97,14 @@ def default_benchmarks(cfg: TrainConfig, limit: int | None) -> Benchmarks:
 
 def evaluate_one(label: str, model, tokenizer, judge: Judge, benchmarks: Benchmarks,
                  cfg: TrainConfig, *, max_new_tokens: int, batch_size: int,
-                 withholds: Callable[[Sequence[str]], np.ndarray] | None = None
+                 withholds: Callable[[Sequence[str]], np.ndarray] | None = None,
+                 off_intent: IntentCheck | None = None
                  ) -> tuple[dict[str, float], list[dict]]:
     """Metrics (training judge, strict check, with `withholds` the strict check and the
     withholding classifier together, XSTest refusal) and item rows of one model."""
     return evaluate_with_progress(
         label, model.config, model.params(), tokenizer, judge, benchmarks, withholds=withholds,
+        off_intent=off_intent,
         max_new_tokens=max_new_tokens, attack_max_tokens=cfg.selfplay.attacker_max_tokens,
         asr_threshold=cfg.selfplay.asr_threshold, batch_size=batch_size,
         max_cache_len=model.config.max_position_embeddings)
@@ -182,8 +185,9 @@ def run_experiment(config: Any, out: pathlib.Path, *, every: int,
     # one fixed judge for every model: the training judge (a policy-as-judge is the base model)
     judge = policy_judge(cfg.judge, JudgeModel(base.config, base.params(), tokenizer),
                          dtype=cfg.model.dtype)
-    kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size,
-              withholds=installed_withholding_check())
+    withholds, off_intent = installed_checks(cfg.selfplay.min_intent_similarity)
+    kw = dict(max_new_tokens=max_new_tokens, batch_size=batch_size, withholds=withholds,
+              off_intent=off_intent)
     results, items = {}, {}
     results["base"], items["base"] = evaluate_one("base", base, tokenizer, judge, benchmarks, cfg,
                                                   **kw)

@@ -32,7 +32,7 @@ from ssp_jax import cli, preflight
 from ssp_jax.checkpoint import load_checkpoint
 from ssp_jax.evaluate.benchmarks import benchmark_kind, parse_benchmark  # noqa: F401
 from ssp_jax.evaluate.report import plot_comparison, plot_training_curves, write_results
-from ssp_jax.evaluate.runner import MODES, evaluate_with_progress, installed_withholding_check
+from ssp_jax.evaluate.runner import MODES, evaluate_with_progress, installed_checks
 from ssp_jax.judge.base import Judge
 from ssp_jax.judge.calibration import calibrate, format_report
 from ssp_jax.judge.registry import JudgeModel, check_judge_cache, make_judge, policy_judge
@@ -146,14 +146,14 @@ def run_evaluation(args: argparse.Namespace) -> dict:
     candidates = [(m, lambda m=m: (*load(m), None)) for m in args.model]
     candidates += [(c, lambda c=c: load_checkpoint(c)) for c in args.checkpoint]
     results, items, run_dirs = {}, {}, []
-    withholds = installed_withholding_check()
+    withholds, off_intent = installed_checks()
     for label, loader in candidates:
         model, tokenizer, _ = loader()
         judge = fixed or build_judge(judge_cfg, model, tokenizer,
                                      max_new_tokens=args.max_new_tokens)
         results[label], items[label] = evaluate_with_progress(
             label, model.config, model.params(), tokenizer, judge, benchmarks, modes=modes,
-            withholds=withholds,
+            withholds=withholds, off_intent=off_intent,
             max_new_tokens=args.max_new_tokens, asr_threshold=args.asr_threshold,
             batch_size=args.batch_size,
             max_cache_len=args.max_cache_len or model.config.max_position_embeddings)
