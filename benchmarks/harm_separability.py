@@ -203,11 +203,16 @@ def main(argv: Sequence[str]) -> int:
     print("| model | harmful vs harmless (held out) | probe AUROC | probe flags harmful | "
           "probe flags harmless | decline log-prob AUROC | probe training accuracy |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    models = [(m, *load(m)) for m in args.model]
-    for ckpt in args.checkpoint:
-        model, tokenizer, _ = load_checkpoint(ckpt)
-        models.append((ckpt, model, tokenizer))
-    for name, model, tokenizer in models:
+    loaders = [(m, lambda m=m: load(m)) for m in args.model]
+    loaders += [(c, lambda c=c: load_checkpoint(c)[:2]) for c in args.checkpoint]
+    n_prompts = sum(len(g.texts) for g in (*train, *test))
+    for name, loader in loaders:  # one model in memory at a time
+        try:
+            model, tokenizer = loader()
+        except (OSError, ValueError) as e:
+            print(f"error: {name}: {e}", file=sys.stderr)
+            return 2
+        print(f"{name}: scoring {n_prompts} prompts", file=sys.stderr, flush=True)
         for row in report(name, model.params(), model.config, tokenizer, train, test):
             print(row, flush=True)
     return 0
