@@ -157,10 +157,10 @@ def features(params, cfg: ModelConfig, tokenizer: Tokenizer, texts: Sequence[str
 def report(name: str, params, cfg: ModelConfig, tokenizer: Tokenizer, train: list[Group],
            test: list[Group]) -> list[str]:
     """Markdown rows, one per harmful x harmless test pair, for one model."""
-    h_train = [features(params, cfg, tokenizer, g.texts)[0] for g in train]
+    h_train = np.concatenate([features(params, cfg, tokenizer, g.texts)[0] for g in train])
     y_train = np.concatenate([np.full(len(g.texts), g.label) for g in train])
-    probe = fit_probe(np.concatenate(h_train), y_train)
-    train_acc = float(np.mean((probe.logits(np.concatenate(h_train)) > 0) == y_train))
+    probe = fit_probe(h_train, y_train)
+    train_acc = float(np.mean((probe.logits(h_train) > 0) == y_train))
     scored = {g.name: (g, *features(params, cfg, tokenizer, g.texts)) for g in test}
     rows = []
     for (hg, hh, hs), (sg, sh, ss) in itertools.product(scored.values(), scored.values()):
