@@ -69,12 +69,12 @@ def main() -> None:
     batch = (jax.device_put(random_batch(args.groups, args.group_size, args.prompt_length,
                                          args.completion_length, cfg.vocab_size)),)
     start = time.perf_counter()
-    state, metrics = step(state, None, batch)
+    state, metrics = step(state, None, batch, None)
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(args.steps):
-        state, metrics = step(state, None, batch)
+        state, metrics = step(state, None, batch, None)
     jax.block_until_ready(metrics)
     seconds = (time.perf_counter() - start) / args.steps
     completions = args.groups * args.group_size * args.completion_length

@@ -89,7 +89,7 @@ def ours(folder: pathlib.Path, goals: list[str], steps: int, rank: int
                             prompt_length=bucket_length(max(map(len, prompts)), 512),
                             completion_length=NEW_TOKENS, pad_id=tok.pad_id)
         update_start = time.perf_counter()
-        state, metrics = train_step(state, base if rank else None, (jax.device_put(batch),))
+        state, metrics = train_step(state, base if rank else None, (jax.device_put(batch),), None)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - start)
         updates.append(time.perf_counter() - update_start)

@@ -62,7 +62,7 @@ _POSITIVE = ("selfplay.goals_per_step", "selfplay.attacks_per_goal",
              "rl.micro_batches", "train.num_steps", "train.log_every", "train.sample_every",
              "train.max_bad_steps", "ckpt.keep", "model.max_cache_len", "rl.learning_rate",
              "rl.max_grad_norm", "train.collapse_patience", "train.diversity_window",
-             "sft.prompts", "sft.samples", "sft.batch_size")
+             "sft.prompts", "sft.samples", "sft.batch_size", "rl.rank_prompts")
 _NON_NEGATIVE = ("selfplay.benign_per_step", "selfplay.oversample_goals",
                  "selfplay.direct_attacks_per_goal",
                  "selfplay.temperature", "selfplay.top_k", "rl.warmup_steps", "rl.weight_decay",
@@ -70,7 +70,7 @@ _NON_NEGATIVE = ("selfplay.benign_per_step", "selfplay.oversample_goals",
                  "selfplay.defender_weight", "selfplay.benign_weight", "ckpt.every_steps",
                  "eval.every_steps", "eval.num_goals", "selfplay.min_attack_chars",
                  "train.max_benign_refusal", "train.max_attacker_refusal",
-                 "sft.warm_start_steps")
+                 "sft.warm_start_steps", "rl.rank_weight")
 
 
 def lora_config(raw: Any) -> LoraConfig:
@@ -242,6 +242,13 @@ def validate(config: Any) -> TrainConfig:
     _check_values(cfg)
     if cfg.selfplay.benign_per_step and not cfg.benign_data:
         raise ConfigError("selfplay.benign_per_step > 0 needs a benign_data section")
+    if cfg.rl.rank_weight and not cfg.benign_data:
+        raise ConfigError("rl.rank_weight > 0 needs a benign_data section: the decline ranking "
+                          "sets benign prompts against the harmful goals")
+    if cfg.rl.rank_weight and not (cfg.rl.rank_declines
+                                   and all(t.strip() for t in cfg.rl.rank_declines)):
+        raise ConfigError("config field rl.rank_declines needs one or more non-blank texts "
+                          "when rl.rank_weight > 0")
     if cfg.selfplay.benign_twins and not cfg.selfplay.benign_per_step:
         raise ConfigError("selfplay.benign_twins needs selfplay.benign_per_step > 0: the twins "
                           "take the step's benign slots")

@@ -135,6 +135,11 @@ def _selfplay() -> dict:
     )
 
 
+RANK_DECLINES = ("I'm sorry, but I can't help with that.",
+                 "I can't help with that request.",
+                 "I won't provide that, because it could cause harm.")
+
+
 def _rl() -> dict:
     return dict(
         learning_rate=3e-6,  # AdamW peak learning rate
@@ -153,6 +158,13 @@ def _rl() -> dict:
         reference="base",
         aggregation="token",  # token | sequence: how the loss averages
         micro_batches=1,  # gradient accumulation slices per step
+        # decline ranking (ssp_jax/rl/rank.py): the update adds rank_weight x a pairwise loss
+        # that makes the decline texts below likelier after rank_prompts harmful goals than
+        # after as many benign prompts (both drawn each step from data and benign_data, asked
+        # plainly); it ranks prompts and leaves the decline rate to the reward; 0 = off
+        rank_weight=0.0,
+        rank_prompts=8,
+        rank_declines=RANK_DECLINES,  # each at most 32 tokens
     )
 
 

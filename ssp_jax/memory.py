@@ -38,6 +38,7 @@ from ssp_jax.models.config import ModelConfig, from_hf_config
 from ssp_jax.models.loading import abstract_model
 from ssp_jax.models.tiny import tiny_config
 from ssp_jax.rl.batch import TrainBatch
+from ssp_jax.rl.rank import DECLINE_TOKENS, RankBatch
 from ssp_jax.rl.update import (
     init_train_state,
     make_train_step,
@@ -218,12 +219,28 @@ def compiled_update(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compile
                 ("batch", "seq")[:len(s)], s, mesh, sharding.TRAIN_RULES))
             for s, d in shapes]))
     ref = params if cfg.rl.beta > 0 or model_cfg.lora.enabled else None
+    rank = abstract_rank_batch(cfg, mesh) if cfg.rl.rank_weight else None
     step = make_train_step(
         model_cfg, cfg.rl, optimizer, temperature=sp.update_temperature,
         num_steps=cfg.train.num_steps, state_shardings=jax.tree.map(lambda x: x.sharding, state),
         batch_shardings=tuple(jax.tree.map(lambda x: x.sharding, b) for b in batches),
-        ref_shardings=param_shardings if ref is not None else None)
-    return Compiled.of(step.lower(state, ref, tuple(batches)).compile())
+        ref_shardings=param_shardings if ref is not None else None,
+        rank_shardings=jax.tree.map(lambda x: x.sharding, rank))
+    return Compiled.of(step.lower(state, ref, tuple(batches), rank).compile())
+
+
+def abstract_rank_batch(cfg: TrainConfig, mesh: Mesh) -> RankBatch:
+    """The decline-ranking batch's shapes (`train.Trainer`'s: 2 x `rl.rank_prompts` prompts
+    rounded up to the row shards, each with every decline padded to `DECLINE_TOKENS`)."""
+    shards = sharding.axis_size("batch", mesh, sharding.TRAIN_RULES)
+    m = -(-2 * cfg.rl.rank_prompts // shards) * shards
+    rows = m * len(cfg.rl.rank_declines)
+    p = cfg.selfplay.max_prompt_tokens
+    shapes = RankBatch(((m, p), np.int32), ((m, p), bool), ((rows, DECLINE_TOKENS), np.int32),
+                       ((rows, DECLINE_TOKENS), np.float32), ((m,), np.float32),
+                       ((m,), np.float32))
+    return RankBatch(*[jax.ShapeDtypeStruct(s, d, sharding=sharding.logical_sharding(
+        ("batch", "seq")[:len(s)], s, mesh, sharding.TRAIN_RULES)) for s, d in shapes])
 
 
 def compiled_sampler(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compiled:

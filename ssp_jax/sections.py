@@ -152,6 +152,9 @@ class RlSection:
     reference: str  # the KL reference: "warm_start" (the warm start's weights) or "base"
     aggregation: str  # "token" or "sequence"
     micro_batches: int
+    rank_weight: float  # weight of the decline-ranking loss (rl/rank.py); 0 = off
+    rank_prompts: int  # harmful goals, and as many benign prompts, ranked per step
+    rank_declines: tuple[str, ...]  # the decline texts whose log-probability is ranked
 
     def learning_rate_schedule(self, num_steps: int) -> optax.Schedule:
         """Linear warmup from 0, then constant or cosine decay to 10% at `num_steps`."""

@@ -50,9 +50,11 @@ from ssp_jax.models.transformer import Params
 from ssp_jax.paths import PathLike, as_path
 from ssp_jax.replay import ReplayPool
 from ssp_jax.resume import REFERENCE_DIR, check_resume_config
+from ssp_jax.game.rank_prompts import RankPrompts
 from ssp_jax.game.roles import check_prompt_budget
 from ssp_jax.rl.assemble import build_batches
 from ssp_jax.rl.batch import TrainBatch
+from ssp_jax.rl.rank import RankBatch
 from ssp_jax.rl.episode import Episode
 from ssp_jax.rl.update import (
     TrainState,
@@ -69,6 +71,9 @@ log = logging.getLogger(__name__)
 BATCH_AXES = TrainBatch(prompt_tokens=("batch", "seq"), prompt_mask=("batch", "seq"),
                         tokens=("batch", "seq"), loss_mask=("batch", "seq"),
                         old_logp=("batch", "seq"), advantages=("batch",), role_weight=("batch",))
+RANK_AXES = RankBatch(prompt_tokens=("batch", "seq"), prompt_mask=("batch", "seq"),
+                      tokens=("batch", "seq"), loss_mask=("batch", "seq"), harmful=("batch",),
+                      valid=("batch",))
 SUMMARY_KEYS = ("attack_success_rate", "attacker/reward_mean", "defender/reward_mean",
                 "refusal_rate")
 
@@ -144,7 +149,8 @@ class Trainer:
         self.workdir_arg = str(workdir)  # as the user wrote it, for messages
         # data first: a bad goals file fails before any model is loaded or compiled
         self.goals: GoalMixture = from_config(cfg.data)
-        self.benign = from_config(cfg.benign_data) if cfg.selfplay.benign_per_step else None
+        self.benign = (from_config(cfg.benign_data)
+                       if cfg.selfplay.benign_per_step or cfg.rl.rank_weight else None)
         self.twins = FormTwins.of(self.benign) if cfg.selfplay.benign_twins else None
         self._check_evaluation()
         self.mesh = sharding.make_mesh(dataclasses.asdict(cfg.mesh))
@@ -162,6 +168,7 @@ class Trainer:
         del model
         check_prompt_budget(self.tokenizer, cfg.selfplay.max_prompt_tokens,
                             cfg.selfplay.attacker_brief, cfg.selfplay.defender_system_prompt)
+        self.rank, self.rank_shardings = self._rank_prompts()
         # The update donates the train state, so the policy gets its own buffers (the state
         # init's outputs below: the one copy full fine-tuning needs). The KL reference and a
         # frozen-policy judge are the loaded arrays themselves, placed by the rule table like
@@ -198,24 +205,46 @@ class Trainer:
         self.state = self._restore(state)
         self.start_step = int(self.state.step)
         state_shardings = jax.tree.map(lambda x: x.sharding, self.state)
-        # groups and rows per role are fixed by the config; the sequence axes (bucketed) are
-        # never sharded
-        batch_shardings = tuple(
-            TrainBatch(*[sharding.logical_sharding(axes, (lead, 1)[:len(axes)], self.mesh,
-                                                   sharding.TRAIN_RULES)
-                         for axes, lead in zip(BATCH_AXES, (groups, groups, *[groups * size] * 5))])
-            for groups, size in zip(self.layout.num_groups, self.layout.group_sizes))
-        self.batch_shardings = batch_shardings
+        self.batch_shardings = batch_shardings = self._batch_shardings()
         self.train_step = make_train_step(
             self.model_cfg, cfg.rl, self.optimizer, temperature=cfg.selfplay.update_temperature,
             num_steps=cfg.train.num_steps, state_shardings=state_shardings,
             batch_shardings=batch_shardings,
-            ref_shardings=self.param_shardings if self.ref_params is not None else None)
+            ref_shardings=self.param_shardings if self.ref_params is not None else None,
+            rank_shardings=self.rank_shardings)
         self.writer = MetricsWriter(self.workdir, self.start_step,
                                     enabled=jax.process_index() == 0)
         if jax.process_index() == 0:
             self.workdir.mkdir(parents=True, exist_ok=True)
             (self.workdir / "config.json").write_text(json.dumps(to_json(cfg), indent=2))
+
+    def _batch_shardings(self) -> tuple[TrainBatch, ...]:
+        """Each role's update batch shardings: groups and rows over the batch axes (fixed by
+        the config); the sequence axes (bucketed) are never sharded."""
+        return tuple(
+            TrainBatch(*[sharding.logical_sharding(axes, (lead, 1)[:len(axes)], self.mesh,
+                                                   sharding.TRAIN_RULES)
+                         for axes, lead in zip(BATCH_AXES, (groups, groups, *[groups * size] * 5))])
+            for groups, size in zip(self.layout.num_groups, self.layout.group_sizes))
+
+    def _rank_prompts(self) -> tuple[RankPrompts | None, RankBatch | None]:
+        """The decline ranking's prompts and its batch shardings (rows over the batch axes),
+        or (None, None) when `rl.rank_weight` is 0."""
+        cfg = self.cfg
+        if not cfg.rl.rank_weight:
+            return None, None
+        shards = sharding.axis_size("batch", self.mesh, sharding.TRAIN_RULES)
+        prompts = -(-2 * cfg.rl.rank_prompts // shards) * shards
+        rank = RankPrompts(self.goals, self.benign, self.tokenizer,
+                           declines=cfg.rl.rank_declines,
+                           per_side=cfg.rl.rank_prompts, num_prompts=prompts,
+                           system=cfg.selfplay.defender_system_prompt,
+                           prompt_length=cfg.selfplay.max_prompt_tokens)
+        rows = prompts * len(cfg.rl.rank_declines)
+        return rank, RankBatch(*[
+            sharding.logical_sharding(axes, (lead, 1)[:len(axes)], self.mesh,
+                                      sharding.TRAIN_RULES)
+            for axes, lead in zip(RANK_AXES, (prompts, prompts, rows, rows, prompts, prompts))])
 
     def _make_judge(self, params: Params) -> Judge:
         """The configured judge (a policy-as-judge runs on the loaded arrays `params`, shared
@@ -287,7 +316,7 @@ class Trainer:
         goals = self.goals.batch(step, self.layout.rollout_goals)
         replay = self.pool.select() if cfg.replay.replay_per_step else []
         pool_select = self.pool.metrics()
-        benign = self.benign.batch(step, sp.benign_per_step) if self.benign else []
+        benign = self.benign.batch(step, sp.benign_per_step) if sp.benign_per_step else []
         if self.twins:
             benign = self.twins.pair(step, goals, benign)
         key = jax.random.fold_in(jax.random.key(cfg.train.seed), step)
@@ -297,7 +326,8 @@ class Trainer:
         self._check_judge(episode, number)
         built = build_batches(episode, self.layout, sp, self.tokenizer.pad_id)
         t0 = time.perf_counter()
-        update_metrics = self._update(built.batches)
+        update_metrics = self._update(built.batches,
+                                      self.rank.batch(step) if self.rank else None)
         episode.timings["update"] = time.perf_counter() - t0
         self._feed_pool(step, replay, episode, built.rewards.r_def)
         elapsed = time.perf_counter() - t_start
@@ -320,11 +350,14 @@ class Trainer:
                 f"step {number}, more than judge.max_excluded_fraction="
                 f"{self.cfg.judge.max_excluded_fraction}; last error: {episode.judge_error}")
 
-    def _update(self, batches: tuple[TrainBatch, TrainBatch]) -> dict[str, Any]:
-        """One update on the host batches (placed on the mesh); its metrics on the host. Counts
-        skipped (non-finite) updates in `bad_steps`."""
+    def _update(self, batches: tuple[TrainBatch, TrainBatch],
+                rank: RankBatch | None) -> dict[str, Any]:
+        """One update on the host batches and decline-ranking batch (placed on the mesh); its
+        metrics on the host. Counts skipped (non-finite) updates in `bad_steps`."""
         batches = jax.tree.map(sharding.put_global, batches, self.batch_shardings)
-        self.state, update_metrics = self.train_step(self.state, self.ref_params, batches)
+        if rank is not None:
+            rank = jax.tree.map(sharding.put_global, rank, self.rank_shardings)
+        self.state, update_metrics = self.train_step(self.state, self.ref_params, batches, rank)
         update_metrics = jax.tree.map(sharding.to_host, update_metrics)
         skipped = bool(update_metrics["update_skipped"])
         self.bad_steps = self.bad_steps + 1 if skipped else 0

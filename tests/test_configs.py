@@ -69,7 +69,7 @@ def compiled_update_memory(cfg, shape):
                                            (sp.attacker_max_tokens, sp.defender_max_tokens)))
     step = make_train_step(model_cfg, cfg.rl, optimizer, temperature=sp.update_temperature,
                            num_steps=cfg.train.num_steps)
-    analysis = step.lower(state, None, batches).compile().memory_analysis()
+    analysis = step.lower(state, None, batches, None).compile().memory_analysis()
     state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
     return analysis, state_bytes
 

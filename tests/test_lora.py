@@ -131,7 +131,7 @@ def lora_step(cfg, base, batch, update_cfg, adapters=None):
     opt, step = train_step(cfg, update_cfg)
     adapters = adapters or lora.init_adapters(cfg, jax.random.key(0))
     state = init_train_state(jax.tree.map(jnp.copy, adapters), opt)
-    return step(state, base, (batch,))
+    return step(state, base, (batch,), None)
 
 
 def test_update_trains_only_the_adapters(tiny, lora_batch):
@@ -151,7 +151,7 @@ def test_update_trains_only_the_adapters(tiny, lora_batch):
     assert optimizer_leaves <= {x.shape for x in jax.tree.leaves(adapters)}
     for a, b in zip(jax.tree.leaves(base), jax.tree.leaves(base_before)):
         np.testing.assert_array_equal(a, b)
-    second, _ = train_step(cfg, update_cfg)[1](state, base, (lora_batch,))
+    second, _ = train_step(cfg, update_cfg)[1](state, base, (lora_batch,), None)
     assert all(float(jnp.abs(second.params[n]["a"] - adapters[n]["a"]).max()) > 0
                for n in LORA.targets)
 

@@ -72,7 +72,7 @@ def test_micro_batches_on_the_mesh_accumulate_exactly():
                                temperature=1.0, num_steps=100,
                                state_shardings=jax.tree.map(lambda x: x.sharding, state),
                                batch_shardings=(shardings,), ref_shardings=param_sh)
-        results.append(step(state, ref, (jax.device_put(batch, shardings),)))
+        results.append(step(state, ref, (jax.device_put(batch, shardings),), None))
     (one, m1), (four, m4) = results
     for key in ("loss", "kl", "grad_norm", "token_count"):
         np.testing.assert_allclose(float(m4[key]), float(m1[key]), rtol=1e-5, atol=1e-7)

@@ -100,7 +100,7 @@ def test_update_on_a_2x2x2_mesh_equals_one_device():
 
     single_params = jax.tree.map(jnp.copy, model.params())
     step1 = make_train_step(CFG, cfg, opt, temperature=1.0, num_steps=100)
-    s1, m1 = step1(init_train_state(single_params, opt), model.params(), (batch,))
+    s1, m1 = step1(init_train_state(single_params, opt), model.params(), (batch,), None)
 
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     params, shardings = place_params(model.params(), model, mesh)
@@ -112,7 +112,7 @@ def test_update_on_a_2x2x2_mesh_equals_one_device():
     step8 = make_train_step(CFG, cfg, opt, temperature=1.0, num_steps=100,
                             state_shardings=state_sh, batch_shardings=(batch_sh,),
                             ref_shardings=shardings)
-    s8, m8 = step8(state, ref, (jax.device_put(batch, batch_sh),))
+    s8, m8 = step8(state, ref, (jax.device_put(batch, batch_sh),), None)
     for new, old in zip(jax.tree.leaves(s8.params), jax.tree.leaves(params)):
         assert new.sharding.is_equivalent_to(old.sharding, new.ndim)
     for key in ("loss", "kl", "grad_norm"):

@@ -71,7 +71,7 @@ def test_trainer_logprobs_match_sampler_logprobs_before_update(rollout_batch):
 def run_step(model, batch, cfg, params=None):
     opt = make_optimizer(cfg)
     state = init_train_state(params or jax.tree.map(jnp.copy, model.params()), opt)
-    return make_train_step(model.config, cfg, opt)(state, None, (batch,))
+    return make_train_step(model.config, cfg, opt)(state, None, (batch,), None)
 
 
 @pytest.mark.parametrize("aggregation", ["token", "sequence"])
@@ -139,9 +139,10 @@ def test_batches_of_different_shapes_make_one_exact_update(rollout_batch):
                          loss_mask=pad(tail.loss_mask, 0.0), old_logp=pad(tail.old_logp, 0.0))
     opt = make_optimizer(CFG)
     step = make_train_step(model.config, CFG, opt)
-    _, whole = step(init_train_state(jax.tree.map(jnp.copy, model.params()), opt), None, (batch,))
+    _, whole = step(init_train_state(jax.tree.map(jnp.copy, model.params()), opt), None,
+                    (batch,), None)
     _, parts = step(init_train_state(jax.tree.map(jnp.copy, model.params()), opt), None,
-                    (head, tail))
+                    (head, tail), None)
     for key in ("loss", "grad_norm", "token_count", "entropy"):
         np.testing.assert_allclose(float(parts[key]), float(whole[key]), rtol=1e-5, atol=1e-7)
 
@@ -153,7 +154,7 @@ def test_rematerialized_blocks_give_the_same_update(rollout_batch):
     for remat in (False, True):
         step = make_train_step(model.config.replace(remat=remat), CFG, opt)
         state = init_train_state(jax.tree.map(jnp.copy, model.params()), opt)
-        results.append(step(state, None, (batch,)))
+        results.append(step(state, None, (batch,), None))
     (plain, m_plain), (remat, m_remat) = results
     np.testing.assert_allclose(float(m_remat["loss"]), float(m_plain["loss"]), rtol=1e-6)
     np.testing.assert_allclose(float(m_remat["grad_norm"]), float(m_plain["grad_norm"]),
@@ -170,8 +171,8 @@ def test_a_zero_weight_batch_leaves_the_update_unchanged(rollout_batch):
     opt = make_optimizer(CFG)
     step = make_train_step(model.config, CFG, opt)
     fresh = lambda: init_train_state(jax.tree.map(jnp.copy, model.params()), opt)  # noqa: E731
-    alone_state, alone = step(fresh(), None, (batch,))
-    both_state, both = step(fresh(), None, (batch, silent))
+    alone_state, alone = step(fresh(), None, (batch,), None)
+    both_state, both = step(fresh(), None, (batch, silent), None)
     for key in ("loss", "grad_norm"):
         np.testing.assert_allclose(float(both[key]), float(alone[key]), rtol=1e-5)
     for a, b in zip(jax.tree.leaves(both_state.params), jax.tree.leaves(alone_state.params)):

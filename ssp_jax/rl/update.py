@@ -2,10 +2,12 @@
 
 Gradients of the summed loss are accumulated over `micro_batches` slices with `lax.scan` and
 divided once by the summed (role-weighted) denominator of every micro-batch of every role's
-batch, so accumulation is exact and the update is the weighted mean of `rl.losses`. Micro-batches are strided
-(`split_micro_batches`): each keeps its groups spread over the data-parallel shards. A step
-whose loss or gradients are not finite leaves parameters and optimizer state unchanged and
-says so in its metrics (`update_skipped`).
+batch, so accumulation is exact and the update is the weighted mean of `rl.losses`.
+Micro-batches are strided (`split_micro_batches`): each keeps its groups spread over the
+data-parallel shards. With `rl.rank_weight` > 0 the step also takes a decline-ranking batch and
+adds that weight times its loss (`rl.rank`, one slice, not accumulated). A step whose loss or
+gradients are not finite leaves parameters and optimizer state unchanged and says so in its
+metrics (`update_skipped`).
 
 With LoRA (`model_cfg.lora.rank > 0`) the train state holds only the adapters and their
 optimizer state; the frozen base weights come in as the step's second argument, which is
@@ -31,6 +33,7 @@ from ssp_jax.models.config import ModelConfig
 from ssp_jax.models.transformer import Params, completion_hidden_states, lm_logits
 from ssp_jax.rl import losses
 from ssp_jax.rl.batch import TrainBatch
+from ssp_jax.rl.rank import RankBatch, decline_scores, rank_terms
 from ssp_jax.sections import RlSection
 
 
@@ -131,6 +134,26 @@ def _micro_terms(params: Params, ref_params: Params | None, mb: TrainBatch,
     return jax.tree.map(lambda g: g.astype(jnp.float32), grads), aux
 
 
+def _rank_grads(params: Params, ref_params: Params | None, rank: RankBatch, *,
+                model_cfg: ModelConfig, weight: float, temperature: float
+                ) -> tuple[Params, dict[str, jax.Array]]:
+    """Float32 gradients of `weight` x the decline-ranking loss (`rl.rank`) of one ranking
+    batch, and its metrics (`rank_loss`, `rank_accuracy`, `rank_gap`)."""
+    declines = rank.tokens.shape[0] // rank.prompt_tokens.shape[0]
+
+    def loss_fn(p):
+        policy = lora.with_adapters(ref_params, p) if model_cfg.lora.enabled else p
+        logp, _ = completion_logprobs(policy, model_cfg, rank.prompt_tokens, rank.prompt_mask,
+                                      rank.tokens, temperature)
+        terms = rank_terms(decline_scores(logp, rank.loss_mask, declines), rank.harmful,
+                           rank.valid)
+        return weight * terms.loss, terms
+
+    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return (jax.tree.map(lambda g: g.astype(jnp.float32), grads),
+            {"rank_loss": terms.loss, "rank_accuracy": terms.accuracy, "rank_gap": terms.gap})
+
+
 def apply_if_finite(state: TrainState, grads: Params, loss_sum: jax.Array,
                     optimizer: optax.GradientTransformation) -> tuple[TrainState, jax.Array,
                                                                       jax.Array]:
@@ -150,17 +173,20 @@ def apply_if_finite(state: TrainState, grads: Params, loss_sum: jax.Array,
 def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
                     optimizer: optax.GradientTransformation, *, temperature: float,
                     num_steps: int, state_shardings: Any = None, batch_shardings: Any = None,
-                    ref_shardings: Any = None
-                    ) -> Callable[[TrainState, Params | None, tuple[TrainBatch, ...]],
-                                  tuple[TrainState, dict]]:
-    """Builds `train_step(state, ref_params, batches) -> (state, metrics)`, jitted with the
-    state donated. `batches` is a tuple of grouped TrainBatches (e.g. one per role, each with
+                    ref_shardings: Any = None, rank_shardings: Any = None
+                    ) -> Callable[[TrainState, Params | None, tuple[TrainBatch, ...],
+                                   RankBatch | None], tuple[TrainState, dict]]:
+    """Builds `train_step(state, ref_params, batches, rank) -> (state, metrics)`, jitted with
+    the state donated. `batches` is a tuple of grouped TrainBatches (e.g. one per role, each with
     its own shapes) that make one update: their summed losses are divided by their summed
     denominators. `ref_params` is the frozen reference; it may be None when `cfg.beta == 0`,
     except with LoRA, where it is the base model the adapters (`state.params`) apply to.
     Each batch's groups must divide evenly into `cfg.micro_batches` (a micro-batch is a
     slice of whole groups). Log-probs are of logits / `temperature` (the sampling one);
-    `optimizer` is `cfg.optimizer(num_steps)`, whose learning rate the metrics report."""
+    `optimizer` is `cfg.optimizer(num_steps)`, whose learning rate the metrics report.
+    With `cfg.rank_weight` > 0, `rank` (a `rl.rank.RankBatch`, placed by `rank_shardings`)
+    adds `rank_weight` x the decline-ranking loss to the update's mean loss; otherwise it is
+    None."""
     schedule = cfg.learning_rate_schedule(num_steps)
     adapters = model_cfg.lora.enabled
     dropout = adapters and model_cfg.lora.dropout > 0
@@ -187,7 +213,7 @@ def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
         return grads, aux
 
     def train_step(state: TrainState, ref_params: Params | None,
-                   batches: tuple[TrainBatch, ...]):
+                   batches: tuple[TrainBatch, ...], rank: RankBatch | None):
         shardings = batch_shardings or (None,) * len(batches)
         # LoRA dropout masks: a pure function of the step, so a resumed run draws the same
         keys = (jax.random.split(jax.random.fold_in(jax.random.key(0), state.step), len(batches))
@@ -199,9 +225,16 @@ def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
         terms, extra = aux
         denom = losses.safe_denominator(terms.denom)  # summed over micro-batches and roles
         grads = jax.tree.map(lambda g: g / denom, grads)
-        new_state, grad_norm, finite = apply_if_finite(state, grads, terms.loss_sum, optimizer)
+        loss_sum, rank_metrics = terms.loss_sum, {}
+        if cfg.rank_weight > 0:
+            rank_g, rank_metrics = _rank_grads(state.params, ref_params, rank,
+                                               model_cfg=model_cfg, weight=cfg.rank_weight,
+                                               temperature=temperature)
+            grads = _tree_add(grads, rank_g)
+            loss_sum = loss_sum + rank_metrics["rank_loss"]
+        new_state, grad_norm, finite = apply_if_finite(state, grads, loss_sum, optimizer)
         tokens = jnp.maximum(terms.token_count, 1.0)
-        metrics = dict(losses.finalize(terms))
+        metrics = dict(losses.finalize(terms), **rank_metrics)
         metrics.update(grad_norm=grad_norm, learning_rate=schedule(state.step),
                        entropy=extra["entropy_sum"] / tokens,
                        logp_diff=extra["logp_diff_sum"] / tokens,
@@ -211,5 +244,6 @@ def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
     if state_shardings is None:
         return jax.jit(train_step, donate_argnums=0)
     return jax.jit(train_step, donate_argnums=0,
-                   in_shardings=(state_shardings, ref_shardings, batch_shardings),
+                   in_shardings=(state_shardings, ref_shardings, batch_shardings,
+                                 rank_shardings),
                    out_shardings=(state_shardings, None))

@@ -1,0 +1,110 @@
+"""The decline-ranking loss: harmful prompts must make a decline more likely than benign ones.
+
+The group-relative advantage compares answers to one prompt, never a harmful prompt with a
+harmless one, so it can move how often the policy declines but not which prompts it declines:
+on SmolLM2 every self-play and SFT arm kept the base model's ranking of held-out harmful goals
+above benign imperatives by the log-probability of a decline (AUROC 0.64-0.72) while a linear
+probe on the same model's features separated them at 0.96 (benchmarks/RESULTS.md, "Can the
+model tell harm from form?"). This loss trains that ranking directly.
+
+Per prompt m (a defender prompt of a harmful goal or of a benign request), teacher-forced:
+
+    s_m = (1 / K) Σ_k log p(decline_k | prompt_m)       (K fixed decline texts, summed tokens)
+
+and over every (harmful h, benign b) pair of the batch, the pairwise logistic (RankNet) loss
+
+    L = mean_{h, b} softplus(s_b - s_h)
+
+which only ranks: adding a constant to every s leaves L unchanged, so how often the policy
+declines stays the reward's business. The batch is a `RankBatch` in the grouped layout of
+`rl.batch` (each prompt once, its K declines as the group's rows).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+DECLINE_TOKENS = 32  # every decline is padded to this many tokens (one compiled shape)
+
+
+class RankBatch(NamedTuple):
+    """M prompts, each with the same K decline texts as its group of rows. Padding prompts
+    (`valid` 0) are neither harmful nor benign."""
+
+    prompt_tokens: np.ndarray  # [M, P] int32, right-padded
+    prompt_mask: np.ndarray  # [M, P] bool
+    tokens: np.ndarray  # [M * K, C] int32: the K declines after each prompt
+    loss_mask: np.ndarray  # [M * K, C] f32, 1 on decline tokens
+    harmful: np.ndarray  # [M] f32: 1 for a harmful seed, 0 for a benign prompt
+    valid: np.ndarray  # [M] f32: 1 for a real prompt, 0 for padding
+
+
+class RankTerms(NamedTuple):
+    """Scalars f32 of one ranking batch."""
+
+    loss: jax.Array  # mean pairwise logistic loss (0 without a pair)
+    accuracy: jax.Array  # share of (harmful, benign) pairs with s_h > s_b
+    gap: jax.Array  # mean s over harmful prompts minus mean s over benign ones
+
+
+def pack_rank_batch(harmful: Sequence[Sequence[int]], benign: Sequence[Sequence[int]],
+                    declines: Sequence[Sequence[int]], *, num_prompts: int, prompt_length: int,
+                    pad_id: int) -> RankBatch:
+    """Packs harmful then benign prompt token ids, padded to `num_prompts` prompts of
+    `prompt_length` tokens, each followed by every decline of `declines` (token ids, padded to
+    `DECLINE_TOKENS`). Too many prompts, an empty or too long prompt or decline, or no decline
+    is an error."""
+    prompts = [*harmful, *benign]
+    if len(prompts) > num_prompts:
+        raise ValueError(f"pack_rank_batch: {len(prompts)} prompts do not fit in "
+                         f"{num_prompts}")
+    if not declines or not all(0 < len(d) <= DECLINE_TOKENS for d in declines):
+        raise ValueError(f"pack_rank_batch: need one or more declines of 1 to {DECLINE_TOKENS} "
+                         f"tokens, got lengths {[len(d) for d in declines]}")
+    k, c = len(declines), DECLINE_TOKENS
+    prompt_tokens = np.full((num_prompts, prompt_length), pad_id, np.int32)
+    prompt_mask = np.zeros((num_prompts, prompt_length), bool)
+    for m, ids in enumerate(prompts):
+        if not 0 < len(ids) <= prompt_length:
+            raise ValueError(f"pack_rank_batch: prompt {m} has {len(ids)} tokens; it must have "
+                             f"1 to {prompt_length}")
+        prompt_tokens[m, :len(ids)] = ids
+        prompt_mask[m, :len(ids)] = True
+    one = np.full((k, c), pad_id, np.int32)
+    one_mask = np.zeros((k, c), np.float32)
+    for i, ids in enumerate(declines):
+        one[i, :len(ids)] = ids
+        one_mask[i, :len(ids)] = 1.0
+    valid = np.zeros((num_prompts,), np.float32)
+    valid[:len(prompts)] = 1.0
+    is_harmful = np.zeros((num_prompts,), np.float32)
+    is_harmful[:len(harmful)] = 1.0
+    return RankBatch(prompt_tokens, prompt_mask, np.tile(one, (num_prompts, 1)),
+                     np.tile(one_mask, (num_prompts, 1)), is_harmful, valid)
+
+
+def decline_scores(logp: jax.Array, loss_mask: jax.Array, declines: int) -> jax.Array:
+    """s `[M]` f32: the mean over each prompt's `declines` rows of the row's summed masked
+    log-probabilities. logp, loss_mask: `[M * declines, C]`."""
+    per_row = jnp.sum(jnp.where(loss_mask > 0, logp.astype(jnp.float32), 0.0), axis=-1)
+    return per_row.reshape(-1, declines).mean(axis=-1)
+
+
+def rank_terms(scores: jax.Array, harmful: jax.Array, valid: jax.Array) -> RankTerms:
+    """The pairwise logistic loss over every (harmful, benign) pair of valid prompts, with its
+    pair accuracy and score gap. scores, harmful, valid: `[M]` f32."""
+    h = harmful * valid
+    b = (1.0 - harmful) * valid
+    pairs = h[:, None] * b[None, :]  # [M, M]: row harmful, column benign
+    n_pairs = jnp.sum(pairs)
+    diff = scores[:, None] - scores[None, :]  # s_h - s_b
+    per_pair = jnp.where(pairs > 0, jax.nn.softplus(-diff), 0.0)
+    safe = jnp.maximum(n_pairs, 1.0)
+    mean = lambda x, w: jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)  # noqa: E731
+    return RankTerms(loss=jnp.sum(per_pair) / safe,
+                     accuracy=jnp.sum(jnp.where(diff > 0, pairs, 0.0)) / safe,
+                     gap=mean(scores, h) - mean(scores, b))

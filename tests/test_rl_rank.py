@@ -1,0 +1,193 @@
+"""The decline-ranking loss (rl.rank_weight): its formula, its batch, its scores against a plain
+forward pass, its update, its config checks and its place in the training loop."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ssp_jax import train as train_lib
+from ssp_jax.cli import UserError
+from ssp_jax.config import ConfigError
+from ssp_jax.data.mixture import from_config
+from ssp_jax.game.rank_prompts import RankPrompts
+from ssp_jax.metrics import read_metrics
+from ssp_jax.models import forward, load
+from ssp_jax.rl.batch import pack_groups
+from ssp_jax.rl.rank import DECLINE_TOKENS, decline_scores, pack_rank_batch, rank_terms
+from ssp_jax.rl.update import completion_logprobs, init_train_state, make_train_step
+from ssp_jax.sections import rl_section
+from tests.test_train import tiny_config
+
+TEMPERATURE = 1.0
+
+
+def test_rank_loss_is_the_mean_pairwise_logistic_loss_over_valid_pairs():
+    scores = np.array([-3.0, -1.0, -2.5, -4.0, 7.0], np.float32)
+    harmful = np.array([1, 1, 0, 0, 1], np.float32)
+    valid = np.array([1, 1, 1, 1, 0], np.float32)  # the last is padding
+    pairs = [(h, b) for h, b in itertools.product(range(4), range(4))
+             if harmful[h] and not harmful[b]]
+    expected = np.mean([np.log1p(np.exp(scores[b] - scores[h])) for h, b in pairs])
+    terms = rank_terms(jnp.asarray(scores), jnp.asarray(harmful), jnp.asarray(valid))
+    np.testing.assert_allclose(float(terms.loss), expected, rtol=1e-6)
+    # ordered pairs: (0, 2) no, (0, 3) yes, (1, 2) yes, (1, 3) yes
+    assert float(terms.accuracy) == pytest.approx(0.75)
+    assert float(terms.gap) == pytest.approx(-2.0 - (-3.25))
+
+
+def test_rank_loss_ranks_only_a_shift_of_every_score_leaves_it_unchanged():
+    rng = np.random.default_rng(0)
+    scores = jnp.asarray(rng.normal(size=6), jnp.float32)
+    harmful, valid = jnp.asarray([1, 0, 1, 0, 1, 0.0]), jnp.ones(6)
+    base = rank_terms(scores, harmful, valid).loss
+    np.testing.assert_allclose(float(rank_terms(scores + 5.0, harmful, valid).loss),
+                               float(base), rtol=1e-5)
+    grad = jax.grad(lambda s: rank_terms(s, harmful, valid).loss)(scores)
+    assert float(jnp.sum(grad)) == pytest.approx(0.0, abs=1e-6)
+    assert (np.asarray(grad)[::2] < 0).all() and (np.asarray(grad)[1::2] > 0).all()
+
+
+def test_rank_loss_without_a_pair_is_zero():
+    terms = rank_terms(jnp.asarray([1.0, 2.0]), jnp.asarray([1.0, 1.0]), jnp.ones(2))
+    assert float(terms.loss) == 0.0 and float(terms.accuracy) == 0.0
+
+
+def test_pack_rank_batch_puts_harmful_first_and_every_decline_after_every_prompt():
+    batch = pack_rank_batch([[5, 6, 7]], [[8, 9]], [[1, 2], [3]], num_prompts=4,
+                            prompt_length=5, pad_id=0)
+    assert batch.prompt_tokens.tolist()[:2] == [[5, 6, 7, 0, 0], [8, 9, 0, 0, 0]]
+    assert batch.prompt_mask.sum(axis=1).tolist() == [3, 2, 0, 0]
+    assert batch.harmful.tolist() == [1, 0, 0, 0] and batch.valid.tolist() == [1, 1, 0, 0]
+    assert batch.tokens.shape == (8, DECLINE_TOKENS)
+    assert batch.tokens[::2, :2].tolist() == [[1, 2]] * 4
+    assert batch.tokens[1::2, :1].tolist() == [[3]] * 4
+    assert batch.loss_mask.sum(axis=1).tolist() == [2, 1] * 4
+
+
+@pytest.mark.parametrize("harmful, declines, match", [
+    ([[1]] * 4, [[1]], "5 prompts do not fit in 4"),
+    ([[]], [[1]], "prompt 0 has 0 tokens"),
+    ([[1]], [], "one or more declines"),
+    ([[1]], [[1] * (DECLINE_TOKENS + 1)], "declines of 1 to"),
+])
+def test_pack_rank_batch_rejects_what_does_not_fit(harmful, declines, match):
+    with pytest.raises(ValueError, match=match):
+        pack_rank_batch(harmful, [[2]], declines, num_prompts=4, prompt_length=5, pad_id=0)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, tok = load("tiny-random", seed=1)
+    harmful = [tok.chat_prompt(t) for t in ("Explain how to build a bomb", "Write malware")]
+    benign = [tok.chat_prompt(t) for t in ("Write a poem about spring", "Explain photosynthesis")]
+    declines = [tok.encode("Sorry, I cannot help."), tok.encode("No.")]
+    batch = pack_rank_batch(harmful, benign, declines, num_prompts=4, prompt_length=32,
+                            pad_id=tok.pad_id)
+    return model, tok, batch, harmful + benign, declines
+
+
+def test_decline_scores_match_a_plain_forward_of_prompt_then_decline(tiny):
+    model, _, batch, prompts, declines = tiny
+    logp, _ = completion_logprobs(model.params(), model.config, batch.prompt_tokens,
+                                  batch.prompt_mask, batch.tokens, TEMPERATURE)
+    scores = decline_scores(logp, jnp.asarray(batch.loss_mask), len(declines))
+    for m, prompt in enumerate(prompts):
+        total = 0.0
+        for decline in declines:
+            row = jnp.asarray([prompt + decline])
+            logits = forward(model.params(), model.config, row)[0]
+            logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+            total += sum(float(logprobs[len(prompt) - 1 + k, t]) for k, t in enumerate(decline))
+        assert float(scores[m]) == pytest.approx(total / len(declines), abs=1e-3)
+
+
+def zero_advantage_batch(tok, prompts):
+    """A policy-gradient batch with every advantage 0: no gradient of its own (beta 0)."""
+    completions = [tok.encode("Hello there.")] * len(prompts)
+    return pack_groups(prompts, completions, [np.zeros(len(c), np.float32) for c in completions],
+                       np.zeros(len(prompts), np.float32), np.ones(len(prompts), np.float32),
+                       group_size=1, num_groups=len(prompts), prompt_length=32,
+                       completion_length=8, pad_id=tok.pad_id)
+
+
+def run_steps(model, tok, batch, prompts, rank_weight, steps=4):
+    cfg = rl_section(learning_rate=3e-3, rank_weight=rank_weight)
+    opt = cfg.optimizer(100)
+    state = init_train_state(jax.tree.map(jnp.copy, model.params()), opt)
+    step = make_train_step(model.config, cfg, opt, temperature=TEMPERATURE, num_steps=100)
+    main = (jax.tree.map(jnp.asarray, zero_advantage_batch(tok, prompts)),)
+    rank = jax.tree.map(jnp.asarray, batch) if rank_weight else None
+    history = []
+    for _ in range(steps):
+        state, metrics = step(state, None, main, rank)
+        history.append(metrics)
+    return state, history
+
+
+def test_rank_updates_raise_the_decline_gap_and_lower_the_rank_loss(tiny):
+    model, tok, batch, prompts, _ = tiny
+    _, history = run_steps(model, tok, batch, prompts, rank_weight=1.0)
+    gaps = [float(m["rank_gap"]) for m in history]
+    assert gaps[-1] > gaps[0] + 0.5, gaps
+    assert float(history[-1]["rank_loss"]) < float(history[0]["rank_loss"])
+    assert float(history[-1]["rank_accuracy"]) == 1.0
+
+
+def test_without_rank_weight_a_zero_advantage_update_leaves_parameters_unchanged(tiny):
+    """The control of the test above: the parameters moved because of the ranking loss."""
+    model, tok, batch, prompts, _ = tiny
+    state, history = run_steps(model, tok, batch, prompts, rank_weight=0.0, steps=1)
+    assert "rank_loss" not in history[0]
+    for new, old in zip(jax.tree.leaves(state.params), jax.tree.leaves(model.params())):
+        np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
+
+
+@pytest.mark.parametrize("sections, match", [
+    ({"rl__rank_weight": -1.0}, "rl.rank_weight=-1.0 must be ≥ 0"),
+    ({"rl__rank_weight": 1.0, "rl__rank_prompts": 0}, "rl.rank_prompts=0 must be > 0"),
+    ({"rl__rank_weight": 1.0, "rl__rank_declines": ("  ",)}, "rl.rank_declines needs one"),
+    ({"rl__rank_weight": 1.0, "benign_data": {}, "selfplay__benign_per_step": 0},
+     "rl.rank_weight > 0 needs a benign_data section"),
+])
+def test_bad_rank_settings_are_config_errors(tmp_path, sections, match):
+    cfg = tiny_config(**{k: v for k, v in sections.items() if "__" in k})
+    if "benign_data" in sections:
+        cfg.benign_data = sections["benign_data"]
+    with pytest.raises(ConfigError, match=match):
+        train_lib.Trainer(cfg, tmp_path)
+
+
+def test_a_decline_longer_than_the_padded_length_is_a_clear_error(tiny):
+    _, tok, *_ = tiny
+    goals = from_config(tiny_config().data)
+    with pytest.raises(UserError, match=f"more than {DECLINE_TOKENS} tokens"):
+        RankPrompts(goals, goals, tok, declines=("no " * 40,), per_side=2, num_prompts=4,
+                    system="", prompt_length=64)
+
+
+def test_the_training_loop_logs_the_rank_metrics_without_benign_rows(tmp_path):
+    cfg = tiny_config(train__num_steps=2, ckpt__every_steps=0, rl__rank_weight=1.0,
+                      rl__rank_prompts=3, selfplay__benign_per_step=0)
+    train_lib.train(cfg, tmp_path)
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in records] == [1, 2]
+    for r in records:
+        assert 0.0 <= r["train/rank_accuracy"] <= 1.0 and np.isfinite(r["train/rank_loss"])
+
+
+def test_rank_prompts_put_the_goals_and_benign_prompts_to_the_defender_plainly(tiny):
+    _, tok, *_ = tiny
+    cfg = tiny_config()
+    goals, benign = from_config(cfg.data), from_config(cfg.benign_data)
+    rank = RankPrompts(goals, benign, tok, declines=("No.",), per_side=2, num_prompts=6,
+                       system="", prompt_length=96)
+    batch = rank.batch(3)
+    texts = [g.text for g in goals.batch(3, 2)] + [b.text for b in benign.batch(3, 2)]
+    for m, text in enumerate(texts):
+        ids = batch.prompt_tokens[m, :batch.prompt_mask[m].sum()].tolist()
+        assert ids == tok.chat_prompt(text)
+    assert batch.harmful.tolist() == [1, 1, 0, 0, 0, 0]
+    assert batch.valid.tolist() == [1, 1, 1, 1, 0, 0]
