@@ -9,7 +9,8 @@
 
 Every prompt is put to the model as the defender sees it (one user turn, the template's own
 system turn). Two scores per prompt, from one forward pass over the prompt followed by
-`DECLINE`:
+`DECLINE` (or `--decline TEXT`: a decline the model was not trained to rank, for a model
+trained with `rl.rank_weight`, whose `rl.rank_declines` include `DECLINE`):
 - the probe: a logistic regression on the final-norm hidden state at the prompt's last token
   (the state that picks the answer's first token), fitted on the `--train` sets plus the
   built-in benign training prompts, with classes weighted equally;
@@ -134,10 +135,10 @@ def _states_and_decline(params, cfg: ModelConfig, prompts: jax.Array, mask: jax.
 
 
 def features(params, cfg: ModelConfig, tokenizer: Tokenizer, texts: Sequence[str],
-             batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(last-token states `[N, D]`, decline log-probabilities `[N]`) of `texts` as defender
-    prompts."""
-    decline = np.asarray(tokenizer.encode(DECLINE), np.int32)
+             batch: int = 16, decline_text: str = DECLINE) -> tuple[np.ndarray, np.ndarray]:
+    """(last-token states `[N, D]`, log-probabilities of `decline_text` `[N]`) of `texts` as
+    defender prompts."""
+    decline = np.asarray(tokenizer.encode(decline_text), np.int32)
     states, scores = [], []
     for start in range(0, len(texts), batch):
         ids = [defender_prompt(tokenizer, t) for t in texts[start:start + batch]]
@@ -155,13 +156,14 @@ def features(params, cfg: ModelConfig, tokenizer: Tokenizer, texts: Sequence[str
 
 
 def report(name: str, params, cfg: ModelConfig, tokenizer: Tokenizer, train: list[Group],
-           test: list[Group]) -> list[str]:
+           test: list[Group], decline_text: str = DECLINE) -> list[str]:
     """Markdown rows, one per harmful x harmless test pair, for one model."""
     h_train = np.concatenate([features(params, cfg, tokenizer, g.texts)[0] for g in train])
     y_train = np.concatenate([np.full(len(g.texts), g.label) for g in train])
     probe = fit_probe(h_train, y_train)
     train_acc = float(np.mean((probe.logits(h_train) > 0) == y_train))
-    scored = {g.name: (g, *features(params, cfg, tokenizer, g.texts)) for g in test}
+    scored = {g.name: (g, *features(params, cfg, tokenizer, g.texts, decline_text=decline_text))
+              for g in test}
     rows = []
     for (hg, hh, hs), (sg, sh, ss) in itertools.product(scored.values(), scored.values()):
         if hg.label != HARMFUL or sg.label != HARMLESS:
@@ -184,9 +186,13 @@ def main(argv: Sequence[str]) -> int:
                    help="NAME=PATH or KIND:NAME=PATH: probe training prompts (repeatable)")
     p.add_argument("--test", action="append", default=[], required=True,
                    help="NAME=PATH or KIND:NAME=PATH: held-out prompts (repeatable)")
+    p.add_argument("--decline", default=DECLINE,
+                   help=f"the decline whose log-probability is scored (default {DECLINE!r})")
     args = p.parse_args(argv)
     if not args.model and not args.checkpoint:
         p.error("give at least one --model or --checkpoint")
+    if not args.decline.strip():
+        p.error("--decline needs a non-blank text")
     try:
         benign = [it.text for it in benign_train_items()]
         train = [g for spec in args.train for g in groups_of(spec)]
@@ -199,7 +205,8 @@ def main(argv: Sequence[str]) -> int:
         p.error("--train needs harmful prompts (a goal set or XSTest's unsafe half)")
     if not {HARMFUL, HARMLESS} <= {g.label for g in test}:
         p.error("--test needs a harmful and a harmless group")
-    print(f"probe training: {', '.join(f'{g.name} ({len(g.texts)})' for g in train)}")
+    print(f"probe training: {', '.join(f'{g.name} ({len(g.texts)})' for g in train)}; "
+          f"decline scored: {args.decline!r}")
     print("| model | harmful vs harmless (held out) | probe AUROC | probe flags harmful | "
           "probe flags harmless | decline log-prob AUROC | probe training accuracy |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
@@ -213,7 +220,8 @@ def main(argv: Sequence[str]) -> int:
             print(f"error: {name}: {e}", file=sys.stderr)
             return 2
         print(f"{name}: scoring {n_prompts} prompts", file=sys.stderr, flush=True)
-        for row in report(name, model.params(), model.config, tokenizer, train, test):
+        for row in report(name, model.params(), model.config, tokenizer, train, test,
+                          args.decline):
             print(row, flush=True)
     return 0
 
