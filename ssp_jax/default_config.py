@@ -165,6 +165,9 @@ def _rl() -> dict:
         rank_weight=0.0,
         rank_prompts=8,
         rank_declines=RANK_DECLINES,  # each at most 32 tokens
+        # each goal that opens with a harmful form ("Write a script that ...") is ranked against
+        # a benign prompt of that form (ssp_jax/data/twins.py) in place of a random one
+        rank_twins=False,
     )
 
 

@@ -239,7 +239,8 @@ class Trainer:
                            declines=cfg.rl.rank_declines,
                            per_side=cfg.rl.rank_prompts, num_prompts=prompts,
                            system=cfg.selfplay.defender_system_prompt,
-                           prompt_length=cfg.selfplay.max_prompt_tokens)
+                           prompt_length=cfg.selfplay.max_prompt_tokens,
+                           twins=cfg.rl.rank_twins)
         rows = prompts * len(cfg.rl.rank_declines)
         return rank, RankBatch(*[
             sharding.logical_sharding(axes, (lead, 1)[:len(axes)], self.mesh,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ssp_jax.cli import UserError
 from ssp_jax.data.mixture import GoalMixture
+from ssp_jax.data.twins import FormTwins
 from ssp_jax.game.roles import defender_prompt, fit_prompt
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.rl.rank import DECLINE_TOKENS, RankBatch, pack_rank_batch
@@ -14,12 +15,15 @@ from ssp_jax.rl.rank import DECLINE_TOKENS, RankBatch, pack_rank_batch
 class RankPrompts:
     """Draws step `step`'s ranking batch: `per_side` goals of `goals` and as many prompts of
     `benign` (each mixture's `batch(step, per_side)`, a pure function of the step), padded to
-    `num_prompts` (≥ 2 x per_side; a multiple of the row shards keeps the batch sharded)."""
+    `num_prompts` (≥ 2 x per_side; a multiple of the row shards keeps the batch sharded).
+    With `twins`, each goal that opens with a harmful form ("Write a script that ...") has a
+    benign request of that form in its place among the benign prompts (`FormTwins.pair`)."""
 
     def __init__(self, goals: GoalMixture, benign: GoalMixture, tokenizer: Tokenizer, *,
                  declines: tuple[str, ...], per_side: int, num_prompts: int, system: str,
-                 prompt_length: int):
+                 prompt_length: int, twins: bool = False):
         self.goals, self.benign, self.tokenizer = goals, benign, tokenizer
+        self.twins = FormTwins.of(benign) if twins else None
         self.per_side, self.num_prompts = per_side, num_prompts
         self.system, self.prompt_length = system, prompt_length
         self.declines = [tokenizer.encode(t) for t in declines]
@@ -32,10 +36,18 @@ class RankPrompts:
         render = lambda t: defender_prompt(self.tokenizer, t, self.system)  # noqa: E731
         return fit_prompt(render, self.tokenizer, text, self.prompt_length)[0]
 
+    def texts(self, step: int) -> tuple[list[str], list[str]]:
+        """The (harmful, benign) texts ranked at step index `step`."""
+        goals = self.goals.batch(step, self.per_side)
+        benign = self.benign.batch(step, self.per_side)
+        if self.twins:
+            benign = self.twins.pair(step, goals, benign)
+        return [g.text for g in goals], [b.text for b in benign]
+
     def batch(self, step: int) -> RankBatch:
         """The ranking batch of step index `step`: harmful prompts first, then benign."""
+        harmful, benign = self.texts(step)
         return pack_rank_batch(
-            [self._ids(g.text) for g in self.goals.batch(step, self.per_side)],
-            [self._ids(b.text) for b in self.benign.batch(step, self.per_side)],
+            [self._ids(t) for t in harmful], [self._ids(t) for t in benign],
             self.declines, num_prompts=self.num_prompts, prompt_length=self.prompt_length,
             pad_id=self.tokenizer.pad_id)
