@@ -10,12 +10,15 @@ from ssp_jax.data.twins import FormTwins
 from ssp_jax.game.roles import defender_prompt, fit_prompt
 from ssp_jax.models.tokenizer import Tokenizer
 from ssp_jax.rl.rank import DECLINE_TOKENS, RankBatch, pack_rank_batch
+from ssp_jax.rollout.sampler import bucket_length
 
 
 class RankPrompts:
     """Draws step `step`'s ranking batch: `per_side` goals of `goals` and as many prompts of
     `benign` (each mixture's `batch(step, per_side)`, a pure function of the step), padded to
-    `num_prompts` (≥ 2 x per_side; a multiple of the row shards keeps the batch sharded).
+    `num_prompts` (≥ 2 x per_side; a multiple of the row shards keeps the batch sharded) of
+    the length bucket of the longest (`bucket_length`, at most `prompt_length` tokens, as the
+    update's own batches: few compiled shapes, little padding).
     With `twins`, each goal that opens with a harmful form ("Write a script that ...") has a
     benign request of that form in its place among the benign prompts (`FormTwins.pair`)."""
 
@@ -46,8 +49,8 @@ class RankPrompts:
 
     def batch(self, step: int) -> RankBatch:
         """The ranking batch of step index `step`: harmful prompts first, then benign."""
-        harmful, benign = self.texts(step)
-        return pack_rank_batch(
-            [self._ids(t) for t in harmful], [self._ids(t) for t in benign],
-            self.declines, num_prompts=self.num_prompts, prompt_length=self.prompt_length,
-            pad_id=self.tokenizer.pad_id)
+        harmful, benign = (list(map(self._ids, texts)) for texts in self.texts(step))
+        longest = max(map(len, harmful + benign))
+        return pack_rank_batch(harmful, benign, self.declines, num_prompts=self.num_prompts,
+                               prompt_length=bucket_length(longest, self.prompt_length),
+                               pad_id=self.tokenizer.pad_id)
