@@ -11,6 +11,8 @@ Per prompt m (a defender prompt of a harmful goal or of a benign request), teach
 
     s_m = (1 / K) Σ_k log p(decline_k | prompt_m)       (K fixed decline texts, summed tokens)
 
+(log-probabilities of logits / the update's temperature, as the policy-gradient terms'),
+
 and over every (harmful h, benign b) pair of the batch, the pairwise logistic (RankNet) loss
 
     L = mean_{h, b} softplus(s_b - s_h)
