@@ -77,3 +77,17 @@ def test_cli_prints_the_estimate_beside_the_compiled_analysis(capsys):
     for name in ("update", "sampler"):
         estimate, compiled = float(rows[name][1]), float(rows[name][2])
         assert compiled > 0 and estimate >= 0
+
+
+@pytest.mark.slow
+def test_the_update_with_a_decline_ranking_batch_compiles_on_the_mesh():
+    """`compiled_update` lowers the ranking batch (rl.rank_weight) sharded like the update's
+    rows; it adds activations, not donated state."""
+    cfg = run_config(True)
+    ranked = dataclasses.replace(cfg, rl=dataclasses.replace(cfg.rl, rank_weight=1.0))
+    mesh = sharding.make_mesh(dataclasses.asdict(cfg.mesh))
+    with jax.set_mesh(mesh):
+        plain = memory.compiled_update(cfg, SHAPE, mesh)
+        compiled = memory.compiled_update(ranked, SHAPE, mesh)
+    assert compiled.aliased == plain.aliased
+    assert compiled.peak > 0
