@@ -32,6 +32,22 @@ class TrainBatch(NamedTuple):
     role_weight: np.ndarray  # [N * S] f32, per-role loss weight (0 for padding rows)
 
 
+def pad_prompts(prompts: Sequence[Sequence[int]], *, num: int, length: int, pad_id: int,
+                caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """`[num, length]` int32 right-padded prompt tokens and their bool mask; rows past
+    `len(prompts)` are padding. An empty prompt or one longer than `length` is an error that
+    names `caller`."""
+    tokens = np.full((num, length), pad_id, np.int32)
+    mask = np.zeros((num, length), bool)
+    for i, prompt in enumerate(prompts):
+        if not 0 < len(prompt) <= length:
+            raise ValueError(f"{caller}: prompt {i} has {len(prompt)} tokens; it must have 1 to "
+                             f"{length}")
+        tokens[i, :len(prompt)] = prompt
+        mask[i, :len(prompt)] = True
+    return tokens, mask
+
+
 def pack_groups(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]],
                 completion_logps: Sequence[np.ndarray], advantages: np.ndarray,
                 role_weight: np.ndarray, *, group_size: int, num_groups: int,
@@ -49,14 +65,8 @@ def pack_groups(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence
                          f"{len(completion_logps)}, {len(advantages)}, {len(role_weight)}")
     if n > num_groups:
         raise ValueError(f"pack_groups: {n} groups do not fit in a batch of {num_groups}")
-    prompt_tokens = np.full((num_groups, prompt_length), pad_id, np.int32)
-    prompt_mask = np.zeros((num_groups, prompt_length), bool)
-    for g, prompt in enumerate(prompts):
-        if not 0 < len(prompt) <= prompt_length:
-            raise ValueError(f"pack_groups: prompt {g} has {len(prompt)} tokens; it must have "
-                             f"1 to {prompt_length}")
-        prompt_tokens[g, :len(prompt)] = prompt
-        prompt_mask[g, :len(prompt)] = True
+    prompt_tokens, prompt_mask = pad_prompts(prompts, num=num_groups, length=prompt_length,
+                                             pad_id=pad_id, caller="pack_groups")
     tokens = np.full((num_groups * s, completion_length), pad_id, np.int32)
     loss_mask = np.zeros((num_groups * s, completion_length), np.float32)
     old_logp = np.zeros((num_groups * s, completion_length), np.float32)

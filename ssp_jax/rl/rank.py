@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssp_jax.rl.batch import pad_prompts
+
 DECLINE_TOKENS = 32  # every decline is padded to this many tokens (one compiled shape)
 
 
@@ -68,14 +70,8 @@ def pack_rank_batch(harmful: Sequence[Sequence[int]], benign: Sequence[Sequence[
         raise ValueError(f"pack_rank_batch: need one or more declines of 1 to {DECLINE_TOKENS} "
                          f"tokens, got lengths {[len(d) for d in declines]}")
     k, c = len(declines), DECLINE_TOKENS
-    prompt_tokens = np.full((num_prompts, prompt_length), pad_id, np.int32)
-    prompt_mask = np.zeros((num_prompts, prompt_length), bool)
-    for m, ids in enumerate(prompts):
-        if not 0 < len(ids) <= prompt_length:
-            raise ValueError(f"pack_rank_batch: prompt {m} has {len(ids)} tokens; it must have "
-                             f"1 to {prompt_length}")
-        prompt_tokens[m, :len(ids)] = ids
-        prompt_mask[m, :len(ids)] = True
+    prompt_tokens, prompt_mask = pad_prompts(prompts, num=num_prompts, length=prompt_length,
+                                             pad_id=pad_id, caller="pack_rank_batch")
     one = np.full((k, c), pad_id, np.int32)
     one_mask = np.zeros((k, c), np.float32)
     for i, ids in enumerate(declines):
