@@ -38,7 +38,7 @@ from ssp_jax.models.config import ModelConfig, from_hf_config
 from ssp_jax.models.loading import abstract_model
 from ssp_jax.models.tiny import tiny_config
 from ssp_jax.rl.batch import TrainBatch
-from ssp_jax.rl.rank import DECLINE_TOKENS, RankBatch
+from ssp_jax.rl.rank import DECLINE_TOKENS, RankBatch, rank_batch_prompts
 from ssp_jax.rl.update import (
     init_train_state,
     make_train_step,
@@ -232,8 +232,8 @@ def compiled_update(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compile
 def abstract_rank_batch(cfg: TrainConfig, mesh: Mesh) -> RankBatch:
     """The decline-ranking batch's shapes (`train.Trainer`'s: 2 x `rl.rank_prompts` prompts
     rounded up to the row shards, each with every decline padded to `DECLINE_TOKENS`)."""
-    shards = sharding.axis_size("batch", mesh, sharding.TRAIN_RULES)
-    m = -(-2 * cfg.rl.rank_prompts // shards) * shards
+    m = rank_batch_prompts(cfg.rl.rank_prompts,
+                           sharding.axis_size("batch", mesh, sharding.TRAIN_RULES))
     rows = m * len(cfg.rl.rank_declines)
     p = cfg.selfplay.max_prompt_tokens
     shapes = RankBatch(((m, p), np.int32), ((m, p), bool), ((rows, DECLINE_TOKENS), np.int32),

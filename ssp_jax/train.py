@@ -54,7 +54,7 @@ from ssp_jax.game.rank_prompts import RankPrompts
 from ssp_jax.game.roles import check_prompt_budget
 from ssp_jax.rl.assemble import build_batches
 from ssp_jax.rl.batch import TrainBatch
-from ssp_jax.rl.rank import RankBatch
+from ssp_jax.rl.rank import RankBatch, rank_batch_prompts
 from ssp_jax.rl.episode import Episode
 from ssp_jax.rl.update import (
     TrainState,
@@ -233,8 +233,8 @@ class Trainer:
         cfg = self.cfg
         if not cfg.rl.rank_weight:
             return None, None
-        shards = sharding.axis_size("batch", self.mesh, sharding.TRAIN_RULES)
-        prompts = -(-2 * cfg.rl.rank_prompts // shards) * shards
+        prompts = rank_batch_prompts(cfg.rl.rank_prompts, sharding.axis_size(
+            "batch", self.mesh, sharding.TRAIN_RULES))
         rank = RankPrompts(self.goals, self.benign, self.tokenizer,
                            declines=cfg.rl.rank_declines,
                            per_side=cfg.rl.rank_prompts, num_prompts=prompts,

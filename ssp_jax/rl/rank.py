@@ -35,6 +35,12 @@ from ssp_jax.rl.batch import pad_prompts
 DECLINE_TOKENS = 32  # every decline is padded to this many tokens (one compiled shape)
 
 
+def rank_batch_prompts(per_side: int, row_shards: int) -> int:
+    """Prompts M of a ranking batch: 2 x `per_side`, rounded up to a multiple of the row
+    shards so that the batch splits evenly over the mesh's batch axes."""
+    return -(-2 * per_side // row_shards) * row_shards
+
+
 class RankBatch(NamedTuple):
     """M prompts, each with the same K decline texts as its group of rows. Padding prompts
     (`valid` 0) are neither harmful nor benign."""
