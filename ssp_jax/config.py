@@ -70,7 +70,7 @@ _NON_NEGATIVE = ("selfplay.benign_per_step", "selfplay.oversample_goals",
                  "selfplay.defender_weight", "selfplay.benign_weight", "ckpt.every_steps",
                  "eval.every_steps", "eval.num_goals", "selfplay.min_attack_chars",
                  "train.max_benign_refusal", "train.max_attacker_refusal",
-                 "sft.warm_start_steps", "rl.rank_weight")
+                 "sft.warm_start_steps", "rl.rank_weight", "rl.rank_anchor")
 
 
 def lora_config(raw: Any) -> LoraConfig:
@@ -249,6 +249,12 @@ def validate(config: Any) -> TrainConfig:
                                    and all(t.strip() for t in cfg.rl.rank_declines)):
         raise ConfigError("config field rl.rank_declines needs one or more non-blank texts "
                           "when rl.rank_weight > 0")
+    if cfg.rl.rank_anchor and not cfg.rl.rank_weight:
+        raise ConfigError("rl.rank_anchor > 0 needs rl.rank_weight > 0: it anchors the "
+                          "decline ranking's prompts")
+    if cfg.rl.rank_anchor and not (cfg.rl.beta or cfg.model.lora.enabled):
+        raise ConfigError("rl.rank_anchor > 0 needs a reference model to anchor to: set "
+                          "rl.beta > 0 (the KL reference) or train LoRA adapters (model.lora)")
     if cfg.selfplay.benign_twins and not cfg.selfplay.benign_per_step:
         raise ConfigError("selfplay.benign_twins needs selfplay.benign_per_step > 0: the twins "
                           "take the step's benign slots")

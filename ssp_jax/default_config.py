@@ -168,6 +168,11 @@ def _rl() -> dict:
         # each goal that opens with a harmful form ("Write a script that ...") is ranked against
         # a benign prompt of that form (ssp_jax/data/twins.py) in place of a random one
         rank_twins=False,
+        # the update adds rank_anchor x the drift of the ranked prompts' last states (the
+        # final-norm state that picks the answer's first token) from the KL reference's, so
+        # the ranking is learned as a read-out of the features the reference has (rl/rank.py);
+        # needs rank_weight > 0 and a reference (beta > 0 or LoRA); 0 = off
+        rank_anchor=0.0,
     )
 
 

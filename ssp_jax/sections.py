@@ -156,6 +156,7 @@ class RlSection:
     rank_prompts: int  # harmful goals, and as many benign prompts, ranked per step
     rank_declines: tuple[str, ...]  # the decline texts whose log-probability is ranked
     rank_twins: bool  # benign prompts in each harmful goal's form (data.twins) join the ranking
+    rank_anchor: float  # weight of the ranked prompts' last-state drift from the reference
 
     def learning_rate_schedule(self, num_steps: int) -> optax.Schedule:
         """Linear warmup from 0, then constant or cosine decay to 10% at `num_steps`."""

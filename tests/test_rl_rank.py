@@ -1,5 +1,6 @@
-"""The decline-ranking loss (rl.rank_weight): its formula, its batch, its scores against a plain
-forward pass, its update, its config checks and its place in the training loop."""
+"""The decline-ranking loss (rl.rank_weight) and its anchor (rl.rank_anchor): the formulas, the
+batch, the scores against a plain forward pass, the update, the config checks and their place in
+the training loop."""
 
 import itertools
 
@@ -15,8 +16,10 @@ from ssp_jax.data.mixture import from_config
 from ssp_jax.game.rank_prompts import RankPrompts
 from ssp_jax.metrics import read_metrics
 from ssp_jax.models import forward, load
+from ssp_jax.models.transformer import completion_hidden_states, rms_norm
 from ssp_jax.rl.batch import pack_groups
-from ssp_jax.rl.rank import DECLINE_TOKENS, decline_scores, pack_rank_batch, rank_terms
+from ssp_jax.rl.rank import (DECLINE_TOKENS, decline_scores, pack_rank_batch, rank_terms,
+                             state_drift)
 from ssp_jax.rl.update import completion_logprobs, init_train_state, make_train_step
 from ssp_jax.sections import rl_section
 from tests.test_train import tiny_config
@@ -53,6 +56,15 @@ def test_rank_loss_ranks_only_a_shift_of_every_score_leaves_it_unchanged():
 def test_rank_loss_without_a_pair_is_zero():
     terms = rank_terms(jnp.asarray([1.0, 2.0]), jnp.asarray([1.0, 1.0]), jnp.ones(2))
     assert float(terms.loss) == 0.0 and float(terms.accuracy) == 0.0
+
+
+def test_state_drift_is_the_mean_relative_squared_distance_over_valid_prompts():
+    ref = jnp.asarray([[3.0, 4.0], [1.0, 0.0], [9.0, 9.0]])
+    moved = jnp.asarray([[3.0, 4.0], [0.0, 2.0], [0.0, 0.0]])
+    valid = jnp.asarray([1.0, 1.0, 0.0])  # the last is padding
+    assert float(state_drift(ref, ref, valid)) == 0.0
+    # prompt 0 did not move; prompt 1: ||(-1, 2)||² / ||(1, 0)||² = 5
+    assert float(state_drift(moved, ref, valid)) == pytest.approx(2.5)
 
 
 def test_pack_rank_batch_puts_harmful_first_and_every_decline_after_every_prompt():
@@ -113,8 +125,8 @@ def zero_advantage_batch(tok, prompts):
                        completion_length=8, pad_id=tok.pad_id)
 
 
-def run_steps(model, tok, batch, prompts, rank_weight, steps=4):
-    cfg = rl_section(learning_rate=3e-3, rank_weight=rank_weight)
+def run_steps(model, tok, batch, prompts, rank_weight, steps=4, rank_anchor=0.0):
+    cfg = rl_section(learning_rate=3e-3, rank_weight=rank_weight, rank_anchor=rank_anchor)
     opt = cfg.optimizer(100)
     state = init_train_state(jax.tree.map(jnp.copy, model.params()), opt)
     step = make_train_step(model.config, cfg, opt, temperature=TEMPERATURE, num_steps=100)
@@ -122,7 +134,7 @@ def run_steps(model, tok, batch, prompts, rank_weight, steps=4):
     rank = jax.tree.map(jnp.asarray, batch) if rank_weight else None
     history = []
     for _ in range(steps):
-        state, metrics = step(state, None, main, rank)
+        state, metrics = step(state, model.params() if rank_anchor else None, main, rank)
         history.append(metrics)
     return state, history
 
@@ -145,8 +157,36 @@ def test_without_rank_weight_a_zero_advantage_update_leaves_parameters_unchanged
         np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
 
 
+def last_prompt_states(params, model, batch):
+    """Final-norm states `[M, D]` at each prompt's last token."""
+    hidden = completion_hidden_states(params, model.config, jnp.asarray(batch.prompt_tokens),
+                                      jnp.asarray(batch.prompt_mask),
+                                      jnp.asarray(batch.tokens[:batch.prompt_tokens.shape[0]]))
+    return rms_norm(hidden[:, 0], params["final_norm"], model.config.rms_norm_eps)
+
+
+def test_rank_anchor_keeps_the_last_prompt_states_near_the_reference(tiny):
+    model, tok, batch, prompts, _ = tiny
+    ref = last_prompt_states(model.params(), model, batch)
+    valid = jnp.asarray(batch.valid)
+    drift = {}
+    for anchor in (0.0, 100.0):
+        state, history = run_steps(model, tok, batch, prompts, rank_weight=1.0, rank_anchor=anchor)
+        drift[anchor] = float(state_drift(last_prompt_states(state.params, model, batch), ref,
+                                          valid))
+        assert ("rank_drift" in history[-1]) == (anchor > 0)
+    assert drift[100.0] < 0.5 * drift[0.0], drift
+    # the metric is the drift before each update: 0 at the first, the state's value later
+    assert float(history[0]["rank_drift"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(history[-1]["rank_drift"]) > 0.0
+
+
 @pytest.mark.parametrize("sections, match", [
     ({"rl__rank_weight": -1.0}, "rl.rank_weight=-1.0 must be ≥ 0"),
+    ({"rl__rank_anchor": -1.0}, "rl.rank_anchor=-1.0 must be ≥ 0"),
+    ({"rl__rank_anchor": 1.0, "rl__beta": 0.1}, "rl.rank_anchor > 0 needs rl.rank_weight > 0"),
+    ({"rl__rank_anchor": 1.0, "rl__rank_weight": 1.0, "rl__beta": 0.0},
+     "rl.rank_anchor > 0 needs a reference model"),
     ({"rl__rank_weight": 1.0, "rl__rank_prompts": 0}, "rl.rank_prompts=0 must be > 0"),
     ({"rl__rank_weight": 1.0, "rl__rank_declines": ("  ",)}, "rl.rank_declines needs one"),
     ({"rl__rank_weight": 1.0, "benign_data": {}, "selfplay__benign_per_step": 0},
@@ -168,14 +208,19 @@ def test_a_decline_longer_than_the_padded_length_is_a_clear_error(tiny):
                     system="", prompt_length=64)
 
 
-def test_the_training_loop_logs_the_rank_metrics_without_benign_rows(tmp_path):
+@pytest.mark.parametrize("anchor", [0.0, 1.0])
+def test_the_training_loop_logs_the_rank_metrics_without_benign_rows(tmp_path, anchor):
     cfg = tiny_config(train__num_steps=2, ckpt__every_steps=0, rl__rank_weight=1.0,
-                      rl__rank_prompts=3, selfplay__benign_per_step=0)
+                      rl__rank_prompts=3, selfplay__benign_per_step=0, rl__rank_anchor=anchor,
+                      rl__beta=0.05)
     train_lib.train(cfg, tmp_path)
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2]
     for r in records:
         assert 0.0 <= r["train/rank_accuracy"] <= 1.0 and np.isfinite(r["train/rank_loss"])
+        assert ("train/rank_drift" in r) == (anchor > 0)
+    if anchor:
+        assert records[0]["train/rank_drift"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_rank_prompts_put_the_goals_and_benign_prompts_to_the_defender_plainly(tiny):

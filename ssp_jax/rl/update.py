@@ -30,10 +30,11 @@ from jax.sharding import PartitionSpec as P
 
 from ssp_jax.models import lora
 from ssp_jax.models.config import ModelConfig
-from ssp_jax.models.transformer import Params, completion_hidden_states, lm_logits
+from ssp_jax.models.transformer import (Params, completion_hidden_states, lm_logits,
+                                        rms_norm)
 from ssp_jax.rl import losses
 from ssp_jax.rl.batch import TrainBatch
-from ssp_jax.rl.rank import RankBatch, decline_scores, rank_terms
+from ssp_jax.rl.rank import RankBatch, decline_scores, rank_terms, state_drift
 from ssp_jax.sections import RlSection
 
 
@@ -135,23 +136,40 @@ def _micro_terms(params: Params, ref_params: Params | None, mb: TrainBatch,
 
 
 def _rank_grads(params: Params, ref_params: Params | None, rank: RankBatch, *,
-                model_cfg: ModelConfig, weight: float, temperature: float
+                model_cfg: ModelConfig, weight: float, anchor: float, temperature: float
                 ) -> tuple[Params, dict[str, jax.Array]]:
     """Float32 gradients of `weight` x the decline-ranking loss (`rl.rank`) of one ranking
-    batch, and its metrics (`rank_loss`, `rank_accuracy`, `rank_gap`)."""
-    declines = rank.tokens.shape[0] // rank.prompt_tokens.shape[0]
+    batch, plus `anchor` x the drift of its last prompt states from `ref_params`' when
+    `anchor` > 0, and the metrics (`rank_loss`, `rank_accuracy`, `rank_gap`; `rank_drift`)."""
+    prompts = rank.prompt_tokens.shape[0]
+    declines = rank.tokens.shape[0] // prompts
+    if anchor > 0:
+        # the reference's state at each prompt's last token: one completion token suffices
+        ref_hidden = completion_hidden_states(ref_params, model_cfg, rank.prompt_tokens,
+                                              rank.prompt_mask, rank.tokens[::declines, :1])
+        ref_states = jax.lax.stop_gradient(rms_norm(ref_hidden[:, 0], ref_params["final_norm"],
+                                                    model_cfg.rms_norm_eps))
 
     def loss_fn(p):
         policy = lora.with_adapters(ref_params, p) if model_cfg.lora.enabled else p
-        logp, _ = completion_logprobs(policy, model_cfg, rank.prompt_tokens, rank.prompt_mask,
-                                      rank.tokens, temperature)
+        hidden = completion_hidden_states(policy, model_cfg, rank.prompt_tokens,
+                                          rank.prompt_mask, rank.tokens)
+        logp = losses.token_logprobs(lm_logits(policy, model_cfg, hidden), rank.tokens,
+                                     temperature)
         terms = rank_terms(decline_scores(logp, rank.loss_mask, declines), rank.harmful,
                            rank.valid)
-        return weight * terms.loss, terms
+        metrics = {"rank_loss": terms.loss, "rank_accuracy": terms.accuracy,
+                   "rank_gap": terms.gap}
+        loss = weight * terms.loss
+        if anchor > 0:
+            first = hidden.reshape(prompts, declines, *hidden.shape[1:])[:, 0, 0]  # [M, D]
+            states = rms_norm(first, policy["final_norm"], model_cfg.rms_norm_eps)
+            metrics["rank_drift"] = state_drift(states, ref_states, rank.valid)
+            loss = loss + anchor * metrics["rank_drift"]
+        return loss, metrics
 
-    (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    return (jax.tree.map(lambda g: g.astype(jnp.float32), grads),
-            {"rank_loss": terms.loss, "rank_accuracy": terms.accuracy, "rank_gap": terms.gap})
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return jax.tree.map(lambda g: g.astype(jnp.float32), grads), metrics
 
 
 def apply_if_finite(state: TrainState, grads: Params, loss_sum: jax.Array,
@@ -229,6 +247,7 @@ def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
         if cfg.rank_weight > 0:
             rank_g, rank_metrics = _rank_grads(state.params, ref_params, rank,
                                                model_cfg=model_cfg, weight=cfg.rank_weight,
+                                               anchor=cfg.rank_anchor,
                                                temperature=temperature)
             grads = _tree_add(grads, rank_g)
             loss_sum = loss_sum + rank_metrics["rank_loss"]
