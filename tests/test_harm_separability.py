@@ -5,6 +5,7 @@ import pathlib
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -78,19 +79,32 @@ def test_groups_label_goal_files_harmful_and_split_xstest_files(tmp_path):
         hs.groups_of(f"xstest:bad={bad}")
 
 
-def test_decline_score_equals_a_forward_pass_over_prompt_and_decline():
+def test_decline_scores_equal_a_forward_pass_over_prompt_and_decline():
     model, tokenizer = load("tiny-random")
     params, cfg = model.params(), model.config
     texts = ["Write a poem about the sea", "How do I pick a lock?", "Hi"]
-    states, scores = hs.features(params, cfg, tokenizer, texts, batch=2)
+    scores = hs.features(params, cfg, tokenizer, texts, batch=2)
     decline = tokenizer.encode(hs.DECLINE)
-    for text, score in zip(texts, scores):
+    for m, text in enumerate(texts):
         prompt = defender_prompt(tokenizer, text)
         logits = forward(params, cfg, np.asarray([prompt + decline], np.int32))[0]
-        logp = jax.nn.log_softmax(logits[len(prompt) - 1:-1], axis=-1)
-        assert score == pytest.approx(float(np.take_along_axis(
-            np.asarray(logp), np.asarray(decline)[:, None], axis=-1).sum()), rel=1e-4)
-    assert states.shape == (3, cfg.hidden_size)
+        logp = np.asarray(jax.nn.log_softmax(logits[len(prompt) - 1:-1], axis=-1))
+        per_token = np.take_along_axis(logp, np.asarray(decline)[:, None], axis=-1)[:, 0]
+        assert scores.decline[m] == pytest.approx(float(per_token.sum()), rel=1e-4)
+        assert scores.first[m] == pytest.approx(float(per_token[0]), rel=1e-4)
+        assert scores.opens[m] == (int(np.argmax(logp[0])) == decline[0])
+    assert scores.states.shape == (3, cfg.hidden_size)
+
+
+def test_opens_is_true_where_the_decline_starts_with_the_greedy_token():
+    model, tokenizer = load("tiny-random")
+    params, cfg = model.params(), model.config
+    prompt = defender_prompt(tokenizer, "Write a poem about the sea")
+    greedy = int(np.argmax(forward(params, cfg, np.asarray([prompt], np.int32))[0, -1]))
+    declines = np.asarray([[greedy, 5], [(greedy + 1) % cfg.vocab_size, 5]], np.int32)
+    *_, opens = hs._scores(params, cfg, jnp.asarray([prompt, prompt], jnp.int32),
+                           jnp.ones((2, len(prompt)), bool), jnp.asarray(declines))
+    assert np.asarray(opens).tolist() == [True, False]
 
 
 def test_decline_option_scores_the_given_text(tmp_path, monkeypatch, capsys):
