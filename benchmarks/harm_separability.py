@@ -22,8 +22,9 @@ are harmful when labelled "unsafe", harmless when "safe". For each model and eac
 harmful and a harmless test group (the same file's two halves included) it prints the AUROC of
 the three scores (1.0: every harmful prompt ranks above every harmless one), the share of each
 group the probe calls harmful (probability above 0.5) and the share whose greedy answer opens
-with the decline's first token, comparable with the share of each that a model declines. A probe far above the decline score says the model's features
-hold the distinction that its behaviour does not use.
+with the decline's first token, comparable with the share of each that a model declines. A
+probe far above the decline score says the model's features hold the distinction that its
+behaviour does not use.
 """
 
 from __future__ import annotations

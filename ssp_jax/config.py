@@ -38,6 +38,12 @@ class TrainConfig:
     mesh: MeshSection
 
     @property
+    def has_reference_model(self) -> bool:
+        """The update holds a frozen reference model: the KL reference (`rl.beta` > 0) or, with
+        LoRA, the base model the adapters apply to."""
+        return self.rl.beta > 0 or self.model.lora.enabled
+
+    @property
     def warm_start_reference(self) -> bool:
         """Self-play's KL reference is the warm start's weights (`rl.reference`), which the warm
         start saves to `workdir/reference` (validation allows it with full fine-tuning only)."""
@@ -252,7 +258,7 @@ def validate(config: Any) -> TrainConfig:
     if cfg.rl.rank_anchor and not cfg.rl.rank_weight:
         raise ConfigError("rl.rank_anchor > 0 needs rl.rank_weight > 0: it anchors the "
                           "decline ranking's prompts")
-    if cfg.rl.rank_anchor and not (cfg.rl.beta or cfg.model.lora.enabled):
+    if cfg.rl.rank_anchor and not cfg.has_reference_model:
         raise ConfigError("rl.rank_anchor > 0 needs a reference model to anchor to: set "
                           "rl.beta > 0 (the KL reference) or train LoRA adapters (model.lora)")
     if cfg.selfplay.benign_twins and not cfg.selfplay.benign_per_step:

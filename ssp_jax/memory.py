@@ -89,8 +89,9 @@ def estimate(cfg: TrainConfig, shape: ModelConfig, devices: int = 1,
     else:
         trained = n
         params = n * p_bytes * (2 if cfg.rl.beta > 0 else 1)  # + frozen reference for the KL
-    shared = cfg.rl.beta > 0 or cfg.model.lora.enabled  # a frozen base the judge can share
-    if cfg.judge.model_based and not (cfg.judge.model or cfg.judge.url) and not shared:
+    # a frozen reference the judge can share
+    if (cfg.judge.model_based and not (cfg.judge.model or cfg.judge.url)
+            and not cfg.has_reference_model):
         params += n * p_bytes  # the judge's frozen policy copy
     judge_cache = 0
     if cfg.judge.model_based and cfg.judge.model:  # a separate judge model and its cache
@@ -218,7 +219,7 @@ def compiled_update(cfg: TrainConfig, shape: ModelConfig, mesh: Mesh) -> Compile
             jax.ShapeDtypeStruct(s, d, sharding=sharding.logical_sharding(
                 ("batch", "seq")[:len(s)], s, mesh, sharding.TRAIN_RULES))
             for s, d in shapes]))
-    ref = params if cfg.rl.beta > 0 or model_cfg.lora.enabled else None
+    ref = params if cfg.has_reference_model else None
     rank = abstract_rank_batch(cfg, mesh) if cfg.rl.rank_weight else None
     step = make_train_step(
         model_cfg, cfg.rl, optimizer, temperature=sp.update_temperature,

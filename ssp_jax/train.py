@@ -267,10 +267,10 @@ class Trainer:
         """The KL reference (and, with LoRA, the adapters' base): the loaded `params`, the
         warm start's weights (`rl.reference`), or None without a KL term."""
         cfg = self.cfg
+        if not cfg.has_reference_model:
+            return None
         if cfg.model.lora.enabled:
             return params
-        if cfg.rl.beta == 0:
-            return None
         if cfg.warm_start_reference:
             step, ref = restore_reference(self.workdir / REFERENCE_DIR, abstract_like(params))
             log.info("KL reference: the warm start's weights (step %d)", step)
