@@ -76,7 +76,8 @@ _NON_NEGATIVE = ("selfplay.benign_per_step", "selfplay.oversample_goals",
                  "selfplay.defender_weight", "selfplay.benign_weight", "ckpt.every_steps",
                  "eval.every_steps", "eval.num_goals", "selfplay.min_attack_chars",
                  "train.max_benign_refusal", "train.max_attacker_refusal",
-                 "sft.warm_start_steps", "rl.rank_weight", "rl.rank_anchor")
+                 "sft.warm_start_steps", "rl.rank_weight", "rl.rank_anchor",
+                 "rl.rank_calibration")
 
 
 def lora_config(raw: Any) -> LoraConfig:
@@ -258,6 +259,9 @@ def validate(config: Any) -> TrainConfig:
     if cfg.rl.rank_anchor and not cfg.rl.rank_weight:
         raise ConfigError("rl.rank_anchor > 0 needs rl.rank_weight > 0: it anchors the "
                           "decline ranking's prompts")
+    if cfg.rl.rank_calibration and not cfg.rl.rank_weight:
+        raise ConfigError("rl.rank_calibration > 0 needs rl.rank_weight > 0: it calibrates the "
+                          "decline ranking's scores")
     if cfg.rl.rank_anchor and not cfg.has_reference_model:
         raise ConfigError("rl.rank_anchor > 0 needs a reference model to anchor to: set "
                           "rl.beta > 0 (the KL reference) or train LoRA adapters (model.lora)")

@@ -173,6 +173,11 @@ def _rl() -> dict:
         # the ranking is learned as a read-out of the features the reference has (rl/rank.py);
         # needs rank_weight > 0 and a reference (beta > 0 or LoRA); 0 = off
         rank_anchor=0.0,
+        # the update adds rank_calibration x a per-prompt loss that lifts each ranked harmful
+        # goal's decline score above log 1/2 and pushes each benign prompt's below it: where the
+        # ranking only orders prompts, this sets the decline rate (with a one-token decline,
+        # p > 1/2 makes it the greedy answer's first token); needs rank_weight > 0; 0 = off
+        rank_calibration=0.0,
     )
 
 

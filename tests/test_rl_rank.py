@@ -1,6 +1,6 @@
-"""The decline-ranking loss (rl.rank_weight) and its anchor (rl.rank_anchor): the formulas, the
-batch, the scores against a plain forward pass, the update, the config checks and their place in
-the training loop."""
+"""The decline-ranking loss (rl.rank_weight), its anchor (rl.rank_anchor) and its calibration
+(rl.rank_calibration): the formulas, the batch, the scores against a plain forward pass, the
+update, the config checks and their place in the training loop."""
 
 import itertools
 
@@ -18,8 +18,8 @@ from ssp_jax.metrics import read_metrics
 from ssp_jax.models import forward, load
 from ssp_jax.models.transformer import completion_hidden_states, rms_norm
 from ssp_jax.rl.batch import pack_groups
-from ssp_jax.rl.rank import (DECLINE_TOKENS, decline_scores, pack_rank_batch, rank_terms,
-                             state_drift)
+from ssp_jax.rl.rank import (DECLINE_TOKENS, LEVEL, calibration_loss, decline_scores,
+                             pack_rank_batch, rank_terms, state_drift)
 from ssp_jax.rl.update import completion_logprobs, init_train_state, make_train_step
 from ssp_jax.sections import rl_section
 from tests.test_train import tiny_config
@@ -65,6 +65,21 @@ def test_state_drift_is_the_mean_relative_squared_distance_over_valid_prompts():
     assert float(state_drift(ref, ref, valid)) == 0.0
     # prompt 0 did not move; prompt 1: ||(-1, 2)||² / ||(1, 0)||² = 5
     assert float(state_drift(moved, ref, valid)) == pytest.approx(2.5)
+
+
+def test_calibration_loss_pushes_harmful_scores_above_log_half_and_benign_below():
+    scores = jnp.asarray([np.log(0.9), np.log(0.1), np.log(0.2), 3.0], jnp.float32)
+    harmful = jnp.asarray([1.0, 1.0, 0.0, 0.0])
+    valid = jnp.asarray([1.0, 1.0, 1.0, 0.0])  # the last is padding
+    softplus = lambda x: np.log1p(np.exp(x))  # noqa: E731
+    expected = np.mean([softplus(np.log(0.5) - np.log(0.9)), softplus(np.log(0.5) - np.log(0.1)),
+                        softplus(np.log(0.2) - np.log(0.5))])
+    assert LEVEL == pytest.approx(np.log(0.5))
+    np.testing.assert_allclose(float(calibration_loss(scores, harmful, valid)), expected,
+                               rtol=1e-6)
+    grad = np.asarray(jax.grad(calibration_loss)(scores, harmful, valid))
+    assert grad[0] < 0 and grad[1] < 0 and grad[2] > 0 and grad[3] == 0.0
+    assert float(calibration_loss(scores, harmful, jnp.zeros(4))) == 0.0
 
 
 def test_pack_rank_batch_puts_harmful_first_and_every_decline_after_every_prompt():
@@ -125,8 +140,10 @@ def zero_advantage_batch(tok, prompts):
                        completion_length=8, pad_id=tok.pad_id)
 
 
-def run_steps(model, tok, batch, prompts, rank_weight, steps=4, rank_anchor=0.0):
-    cfg = rl_section(learning_rate=3e-3, rank_weight=rank_weight, rank_anchor=rank_anchor)
+def run_steps(model, tok, batch, prompts, rank_weight, steps=4, rank_anchor=0.0,
+              rank_calibration=0.0):
+    cfg = rl_section(learning_rate=3e-3, rank_weight=rank_weight, rank_anchor=rank_anchor,
+                     rank_calibration=rank_calibration)
     opt = cfg.optimizer(100)
     state = init_train_state(jax.tree.map(jnp.copy, model.params()), opt)
     step = make_train_step(model.config, cfg, opt, temperature=TEMPERATURE, num_steps=100)
@@ -181,10 +198,36 @@ def test_rank_anchor_keeps_the_last_prompt_states_near_the_reference(tiny):
     assert float(history[-1]["rank_drift"]) > 0.0
 
 
+@pytest.mark.parametrize("side", [1.0, 0.0])
+def test_rank_calibration_lifts_harmful_decline_scores_and_lowers_benign_ones(tiny, side):
+    """Every valid prompt labelled harmful (side 1) or benign (side 0): there is no pair to
+    rank, so the calibration's gradient is the update's only one. It moves the scores toward
+    the label's side of log ½ (a random model's lie far below it)."""
+    model, tok, batch, prompts, declines = tiny
+    one_side = batch._replace(harmful=np.where(batch.valid > 0, side, 0.0).astype(np.float32))
+
+    def scores(params):
+        logp, _ = completion_logprobs(params, model.config, batch.prompt_tokens,
+                                      batch.prompt_mask, batch.tokens, TEMPERATURE)
+        return np.asarray(decline_scores(logp, jnp.asarray(batch.loss_mask), len(declines)))
+
+    before = scores(model.params())
+    assert before.max() < LEVEL
+    state, history = run_steps(model, tok, one_side, prompts, rank_weight=1.0,
+                               rank_calibration=1.0, steps=3)
+    moved = scores(state.params).mean() - before.mean()
+    assert (moved > 0.5) if side else (moved < -0.5), moved
+    assert float(history[0]["rank_loss"]) == 0.0  # no (harmful, benign) pair
+    _, plain = run_steps(model, tok, batch, prompts, rank_weight=1.0, steps=1)
+    assert "rank_calibration" not in plain[0]
+
+
 @pytest.mark.parametrize("sections, match", [
     ({"rl__rank_weight": -1.0}, "rl.rank_weight=-1.0 must be ≥ 0"),
     ({"rl__rank_anchor": -1.0}, "rl.rank_anchor=-1.0 must be ≥ 0"),
     ({"rl__rank_anchor": 1.0, "rl__beta": 0.1}, "rl.rank_anchor > 0 needs rl.rank_weight > 0"),
+    ({"rl__rank_calibration": -1.0}, "rl.rank_calibration=-1.0 must be ≥ 0"),
+    ({"rl__rank_calibration": 1.0}, "rl.rank_calibration > 0 needs rl.rank_weight > 0"),
     ({"rl__rank_anchor": 1.0, "rl__rank_weight": 1.0, "rl__beta": 0.0},
      "rl.rank_anchor > 0 needs a reference model"),
     ({"rl__rank_weight": 1.0, "rl__rank_prompts": 0}, "rl.rank_prompts=0 must be > 0"),
@@ -212,13 +255,13 @@ def test_a_decline_longer_than_the_padded_length_is_a_clear_error(tiny):
 def test_the_training_loop_logs_the_rank_metrics_without_benign_rows(tmp_path, anchor):
     cfg = tiny_config(train__num_steps=2, ckpt__every_steps=0, rl__rank_weight=1.0,
                       rl__rank_prompts=3, selfplay__benign_per_step=0, rl__rank_anchor=anchor,
-                      rl__beta=0.05)
+                      rl__rank_calibration=anchor, rl__beta=0.05)
     train_lib.train(cfg, tmp_path)
     records = read_metrics(tmp_path / "metrics.jsonl")
     assert [r["step"] for r in records] == [1, 2]
     for r in records:
         assert 0.0 <= r["train/rank_accuracy"] <= 1.0 and np.isfinite(r["train/rank_loss"])
-        assert ("train/rank_drift" in r) == (anchor > 0)
+        assert ("train/rank_drift" in r) == ("train/rank_calibration" in r) == (anchor > 0)
     if anchor:
         assert records[0]["train/rank_drift"] == pytest.approx(0.0, abs=1e-6)
 

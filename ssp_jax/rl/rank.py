@@ -31,6 +31,16 @@ over the batch's prompts, h the final-norm state at the prompt's last token (the
 picks the answer's first token, where the probe reads) under the policy and under the frozen KL
 reference: the features that hold the harm distinction stay, and the ranking has to be learned
 as a read-out of them.
+
+The ranking saturates (every pair of the step in order) long before greedy answers decline most
+held-out harm, and it cannot move the rate. The calibration term (`rl.rank_calibration`, weight
+ν) adds, over the valid prompts,
+
+    ν · mean_m [ y_m softplus(log ½ − s_m) + (1 − y_m) softplus(s_m − log ½) ]
+                                                        (`calibration_loss`; y_m = 1 if harmful)
+
+which lifts each harmful goal's s above log ½ and pushes each benign prompt's below: with one
+one-token decline, p > ½ makes it the greedy answer's first token.
 """
 
 from __future__ import annotations
@@ -115,6 +125,16 @@ def state_drift(states: jax.Array, ref_states: jax.Array, valid: jax.Array) -> j
     h, ref = states.astype(jnp.float32), ref_states.astype(jnp.float32)
     per_prompt = jnp.sum((h - ref) ** 2, axis=-1) / jnp.maximum(jnp.sum(ref ** 2, axis=-1), 1e-6)
     return jnp.sum(per_prompt * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+
+
+LEVEL = float(np.log(0.5))  # the calibration's boundary for s
+
+
+def calibration_loss(scores: jax.Array, harmful: jax.Array, valid: jax.Array) -> jax.Array:
+    """Mean over valid prompts of softplus(LEVEL − s) for a harmful one and softplus(s − LEVEL)
+    for a benign one (f32 scalar; 0 without a prompt). scores, harmful, valid: `[M]` f32."""
+    side = jnp.where(harmful > 0, LEVEL - scores, scores - LEVEL)
+    return jnp.sum(jax.nn.softplus(side) * valid) / jnp.maximum(jnp.sum(valid), 1.0)
 
 
 def rank_terms(scores: jax.Array, harmful: jax.Array, valid: jax.Array) -> RankTerms:

@@ -34,7 +34,8 @@ from ssp_jax.models.transformer import (Params, completion_hidden_states, lm_log
                                         rms_norm)
 from ssp_jax.rl import losses
 from ssp_jax.rl.batch import TrainBatch
-from ssp_jax.rl.rank import RankBatch, decline_scores, rank_terms, state_drift
+from ssp_jax.rl.rank import (RankBatch, calibration_loss, decline_scores, rank_terms,
+                             state_drift)
 from ssp_jax.sections import RlSection
 
 
@@ -136,11 +137,12 @@ def _micro_terms(params: Params, ref_params: Params | None, mb: TrainBatch,
 
 
 def _rank_grads(params: Params, ref_params: Params | None, rank: RankBatch, *,
-                model_cfg: ModelConfig, weight: float, anchor: float, temperature: float
-                ) -> tuple[Params, dict[str, jax.Array]]:
+                model_cfg: ModelConfig, weight: float, anchor: float, calibration: float,
+                temperature: float) -> tuple[Params, dict[str, jax.Array]]:
     """Float32 gradients of `weight` x the decline-ranking loss (`rl.rank`) of one ranking
     batch, plus `anchor` x the drift of its last prompt states from `ref_params`' when
-    `anchor` > 0, and the metrics (`rank_loss`, `rank_accuracy`, `rank_gap`; `rank_drift`)."""
+    `anchor` > 0 and `calibration` x its calibration loss when `calibration` > 0, and the
+    metrics (`rank_loss`, `rank_accuracy`, `rank_gap`; `rank_drift`; `rank_calibration`)."""
     prompts = rank.prompt_tokens.shape[0]
     declines = rank.tokens.shape[0] // prompts
     if anchor > 0:
@@ -156,8 +158,8 @@ def _rank_grads(params: Params, ref_params: Params | None, rank: RankBatch, *,
                                           rank.prompt_mask, rank.tokens)
         logp = losses.token_logprobs(lm_logits(policy, model_cfg, hidden), rank.tokens,
                                      temperature)
-        terms = rank_terms(decline_scores(logp, rank.loss_mask, declines), rank.harmful,
-                           rank.valid)
+        scores = decline_scores(logp, rank.loss_mask, declines)
+        terms = rank_terms(scores, rank.harmful, rank.valid)
         metrics = {"rank_loss": terms.loss, "rank_accuracy": terms.accuracy,
                    "rank_gap": terms.gap}
         loss = weight * terms.loss
@@ -166,6 +168,9 @@ def _rank_grads(params: Params, ref_params: Params | None, rank: RankBatch, *,
             states = rms_norm(first, policy["final_norm"], model_cfg.rms_norm_eps)
             metrics["rank_drift"] = state_drift(states, ref_states, rank.valid)
             loss = loss + anchor * metrics["rank_drift"]
+        if calibration > 0:
+            metrics["rank_calibration"] = calibration_loss(scores, rank.harmful, rank.valid)
+            loss = loss + calibration * metrics["rank_calibration"]
         return loss, metrics
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -248,6 +253,7 @@ def make_train_step(model_cfg: ModelConfig, cfg: RlSection,
             rank_g, rank_metrics = _rank_grads(state.params, ref_params, rank,
                                                model_cfg=model_cfg, weight=cfg.rank_weight,
                                                anchor=cfg.rank_anchor,
+                                               calibration=cfg.rank_calibration,
                                                temperature=temperature)
             grads = _tree_add(grads, rank_g)
             loss_sum = loss_sum + rank_metrics["rank_loss"]
