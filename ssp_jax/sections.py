@@ -157,7 +157,7 @@ class RlSection:
     rank_declines: tuple[str, ...]  # the decline texts whose log-probability is ranked
     rank_twins: bool  # benign prompts in each harmful goal's form (data.twins) join the ranking
     rank_anchor: float  # weight of the ranked prompts' last-state drift from the reference
-    rank_calibration: float  # weight of the loss that puts each ranked prompt's s on its side of log ½
+    rank_calibration: float  # weight of the loss putting each ranked s on its side of log ½
 
     def learning_rate_schedule(self, num_steps: int) -> optax.Schedule:
         """Linear warmup from 0, then constant or cosine decay to 10% at `num_steps`."""
