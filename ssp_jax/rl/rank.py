@@ -119,12 +119,17 @@ def decline_scores(logp: jax.Array, loss_mask: jax.Array, declines: int) -> jax.
     return per_row.reshape(-1, declines).mean(axis=-1)
 
 
+def _weighted_mean(x: jax.Array, w: jax.Array) -> jax.Array:
+    """Σ x·w / Σ w (f32 scalar; 0 when every weight is 0). x, w: `[M]`."""
+    return jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)
+
+
 def state_drift(states: jax.Array, ref_states: jax.Array, valid: jax.Array) -> jax.Array:
     """Mean over valid prompts of ||h - h_ref||² / ||h_ref||² (f32 scalar; 0 without one):
     how far `states` `[M, D]` moved from `ref_states` `[M, D]`. valid: `[M]` f32."""
     h, ref = states.astype(jnp.float32), ref_states.astype(jnp.float32)
     per_prompt = jnp.sum((h - ref) ** 2, axis=-1) / jnp.maximum(jnp.sum(ref ** 2, axis=-1), 1e-6)
-    return jnp.sum(per_prompt * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+    return _weighted_mean(per_prompt, valid)
 
 
 LEVEL = float(np.log(0.5))  # the calibration's boundary for s
@@ -134,7 +139,7 @@ def calibration_loss(scores: jax.Array, harmful: jax.Array, valid: jax.Array) ->
     """Mean over valid prompts of softplus(LEVEL − s) for a harmful one and softplus(s − LEVEL)
     for a benign one (f32 scalar; 0 without a prompt). scores, harmful, valid: `[M]` f32."""
     side = jnp.where(harmful > 0, LEVEL - scores, scores - LEVEL)
-    return jnp.sum(jax.nn.softplus(side) * valid) / jnp.maximum(jnp.sum(valid), 1.0)
+    return _weighted_mean(jax.nn.softplus(side), valid)
 
 
 def rank_terms(scores: jax.Array, harmful: jax.Array, valid: jax.Array) -> RankTerms:
@@ -147,7 +152,6 @@ def rank_terms(scores: jax.Array, harmful: jax.Array, valid: jax.Array) -> RankT
     diff = scores[:, None] - scores[None, :]  # s_h - s_b
     per_pair = jnp.where(pairs > 0, jax.nn.softplus(-diff), 0.0)
     safe = jnp.maximum(n_pairs, 1.0)
-    mean = lambda x, w: jnp.sum(x * w) / jnp.maximum(jnp.sum(w), 1.0)  # noqa: E731
     return RankTerms(loss=jnp.sum(per_pair) / safe,
                      accuracy=jnp.sum(jnp.where(diff > 0, pairs, 0.0)) / safe,
-                     gap=mean(scores, h) - mean(scores, b))
+                     gap=_weighted_mean(scores, h) - _weighted_mean(scores, b))
